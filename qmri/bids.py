@@ -1,0 +1,291 @@
+"""Discovery of subjects, sessions and series in a BIDS dataset, and validated series loading.
+
+Only what the data contract (section 1) names is looked for; everything is optional per
+session. Loading a series checks it against its sidecars and raises a one-line
+:class:`~qmri.errors.QMRIInputError` naming the file for anything inconsistent: a missing
+required sidecar field, a volume count that disagrees with the flip angles / echo times /
+b-values, series files on different grids.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from qmri.errors import QMRIInputError
+from qmri.io import load_nifti, read_data, read_json, sidecar_path
+
+_ENTITY = re.compile(r"_(flip|echo|inv)-(\d+)_")
+
+
+@dataclass(frozen=True)
+class SessionFiles:
+    """The raw files of one session (paths; ``None`` or empty where absent)."""
+
+    subject: str
+    session: str
+    reference: Path | None = None
+    vfa: tuple[Path, ...] = ()
+    mese: tuple[Path, ...] = ()
+    megre: tuple[Path, ...] = ()
+    irt1: tuple[Path, ...] = ()
+    b1map: Path | None = None
+    dwi: Path | None = None
+    dce: Path | None = None
+
+    @property
+    def available(self) -> dict[str, bool]:
+        """Which acquisitions the session has (for the tables' 'missing' report)."""
+        return {
+            "reference": self.reference is not None,
+            "VFA": bool(self.vfa),
+            "MESE": bool(self.mese),
+            "MEGRE": bool(self.megre),
+            "IRT1": bool(self.irt1),
+            "TB1map": self.b1map is not None,
+            "dwi": self.dwi is not None,
+            "dce": self.dce is not None,
+        }
+
+
+@dataclass(frozen=True)
+class Series:
+    """A loaded, validated series: 4D data with its acquisition parameters."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    sources: tuple[Path, ...]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape3d(self) -> tuple[int, int, int]:
+        """Spatial shape."""
+        return tuple(self.data.shape[:3])  # type: ignore[return-value]
+
+
+def _index_of(path: Path, entity: str) -> int:
+    m = re.search(rf"_{entity}-(\d+)_", path.name)
+    if m is None:
+        raise QMRIInputError(f"file name lacks the '{entity}-<index>' entity", path)
+    return int(m.group(1))
+
+
+def session_files(
+    bids_dir: str | Path, subject: str, session: str, *, reference_suffix: str = "T2w"
+) -> SessionFiles:
+    """Find the contract's files of one session (``subject``/``session`` without prefixes)."""
+    ses = Path(bids_dir) / f"sub-{subject}" / f"ses-{session}"
+    stem = f"sub-{subject}_ses-{session}"
+
+    def one(pattern: str) -> Path | None:
+        hits = sorted(ses.glob(pattern))
+        if len(hits) > 1:
+            raise QMRIInputError(
+                f"{len(hits)} files match {pattern}; qmri expects at most one "
+                "(drop the extra runs or use a separate session)",
+                ses,
+            )
+        return hits[0] if hits else None
+
+    def many(datatype: str, entity: str, suffix: str) -> tuple[Path, ...]:
+        hits = list((ses / datatype).glob(f"{stem}_{entity}-*_{suffix}.nii.gz"))
+        return tuple(sorted(hits, key=lambda p: _index_of(p, entity)))
+
+    return SessionFiles(
+        subject=subject,
+        session=session,
+        reference=one(f"anat/{stem}_{reference_suffix}.nii.gz"),
+        vfa=many("anat", "flip", "VFA"),
+        mese=many("anat", "echo", "MESE"),
+        megre=many("anat", "echo", "MEGRE"),
+        irt1=many("anat", "inv", "IRT1"),
+        b1map=one(f"fmap/{stem}_TB1map.nii.gz"),
+        dwi=one(f"dwi/{stem}_dwi.nii.gz"),
+        dce=one(f"perf/{stem}_dce.nii.gz"),
+    )
+
+
+def discover_subjects(bids_dir: str | Path, participant_label: Sequence[str] = ()) -> list[str]:
+    """Subject labels (without ``sub-``) present as folders, optionally restricted."""
+    bids_dir = Path(bids_dir)
+    if not (bids_dir / "dataset_description.json").exists():
+        raise QMRIInputError("not a BIDS dataset (no dataset_description.json)", bids_dir)
+    found = sorted(p.name[4:] for p in bids_dir.glob("sub-*") if p.is_dir())
+    if participant_label:
+        wanted = [s.removeprefix("sub-") for s in participant_label]
+        missing = sorted(set(wanted) - set(found))
+        if missing:
+            raise QMRIInputError(f"participant_label not found: {', '.join(missing)}", bids_dir)
+        found = [s for s in found if s in wanted]
+    if not found:
+        raise QMRIInputError("no sub-* folders", bids_dir)
+    return found
+
+
+def discover_sessions(bids_dir: str | Path, subject: str) -> list[str]:
+    """Session labels (without ``ses-``) present as folders of a subject, sorted by name."""
+    sub = Path(bids_dir) / f"sub-{subject}"
+    sessions = sorted(p.name[4:] for p in sub.glob("ses-*") if p.is_dir())
+    if not sessions:
+        raise QMRIInputError("no ses-* folders (qmri needs one session per timepoint)", sub)
+    return sessions
+
+
+def _require(meta: dict[str, Any], key: str, path: Path) -> Any:
+    if key not in meta:
+        raise QMRIInputError(f"sidecar lacks required field '{key}'", path)
+    return meta[key]
+
+
+def _positive_number(value: Any, key: str, path: Path) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise QMRIInputError(f"'{key}' must be a number, got {value!r}", path) from None
+    if not np.isfinite(number) or number <= 0:
+        raise QMRIInputError(f"'{key}' must be positive, got {value!r}", path)
+    return number
+
+
+def _stack_3d(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack single-volume images of one collection, checking they share a grid."""
+    first = load_nifti(paths[0], ndim=(3, 4))
+    vols = []
+    for path in paths:
+        img = first if path == paths[0] else load_nifti(path, ndim=(3, 4))
+        if img.ndim == 4 and img.shape[3] != 1:
+            raise QMRIInputError(
+                f"expected one volume per file of the collection, got {img.shape[3]}", path
+            )
+        if img.shape[:3] != first.shape[:3] or not np.allclose(
+            img.affine, first.affine, atol=1e-3
+        ):
+            raise QMRIInputError(f"grid differs from {paths[0].name}", path)
+        vols.append(read_data(img).reshape(img.shape[:3]))
+    return np.stack(vols, axis=-1), first.affine
+
+
+def load_vfa(paths: Sequence[Path]) -> Series:
+    """Load a VFA collection (``flip-<i>_VFA``) with ``FlipAngle`` (deg) and TR (s)."""
+    if len(paths) < 2:
+        raise QMRIInputError(f"VFA needs at least 2 flip angles, found {len(paths)}", paths[0])
+    flips, trs = [], []
+    for path in paths:
+        meta_path = sidecar_path(path)
+        meta = read_json(meta_path)
+        flips.append(
+            _positive_number(_require(meta, "FlipAngle", meta_path), "FlipAngle", meta_path)
+        )
+        tr = meta.get("RepetitionTimeExcitation", meta.get("RepetitionTime"))
+        if tr is None:
+            raise QMRIInputError(
+                "sidecar lacks required field 'RepetitionTimeExcitation'", meta_path
+            )
+        trs.append(_positive_number(tr, "RepetitionTimeExcitation", meta_path))
+    if not np.allclose(trs, trs[0], rtol=1e-6):
+        raise QMRIInputError(
+            f"RepetitionTimeExcitation differs across the collection ({sorted(set(trs))} s)",
+            sidecar_path(paths[0]),
+        )
+    if len(set(flips)) != len(flips):
+        raise QMRIInputError(f"repeated flip angles {flips} deg", sidecar_path(paths[0]))
+    data, affine = _stack_3d(paths)
+    return Series(
+        data, affine, tuple(paths), {"FlipAngle": flips, "RepetitionTimeExcitation": trs[0]}
+    )
+
+
+def load_multi_echo(paths: Sequence[Path]) -> Series:
+    """Load a multi-echo collection (``echo-<i>_MESE`` / ``_MEGRE``) with ``EchoTime`` (s)."""
+    if len(paths) < 2:
+        raise QMRIInputError(
+            f"a multi-echo fit needs at least 2 echoes, found {len(paths)}", paths[0]
+        )
+    tes = []
+    for path in paths:
+        meta_path = sidecar_path(path)
+        meta = read_json(meta_path)
+        tes.append(_positive_number(_require(meta, "EchoTime", meta_path), "EchoTime", meta_path))
+    if np.any(np.diff(tes) <= 0):
+        raise QMRIInputError(
+            f"EchoTime must increase with the echo index, got {tes} s", sidecar_path(paths[0])
+        )
+    data, affine = _stack_3d(paths)
+    return Series(data, affine, tuple(paths), {"EchoTime": tes})
+
+
+def read_bvals(path: Path) -> np.ndarray:
+    """Read an FSL-style ``.bval`` file (s/mm^2)."""
+    if not path.exists():
+        raise QMRIInputError("b-value file not found", path)
+    try:
+        values = np.array(path.read_text().split(), dtype=float)
+    except ValueError:
+        raise QMRIInputError("b-values must be numbers", path) from None
+    if values.size == 0:
+        raise QMRIInputError("no b-values", path)
+    if np.any(values < 0) or not np.all(np.isfinite(values)):
+        raise QMRIInputError("b-values must be finite and non-negative (s/mm^2)", path)
+    return values
+
+
+def read_bvecs(path: Path, n: int) -> np.ndarray:
+    """Read an FSL-style ``.bvec`` file: 3 rows of ``n`` columns; returns ``(n, 3)``."""
+    if not path.exists():
+        raise QMRIInputError("b-vector file not found", path)
+    try:
+        rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        vecs = np.array(rows, dtype=float)
+    except ValueError:
+        raise QMRIInputError("b-vectors must be 3 rows of numbers", path) from None
+    if vecs.shape != (3, n):
+        raise QMRIInputError(f"expected 3 rows of {n} b-vectors, got shape {vecs.shape}", path)
+    return vecs.T
+
+
+def _dwi_companion(path: Path, ext: str) -> Path:
+    return path.with_name(path.name.replace(".nii.gz", ext).replace(".nii", ext))
+
+
+def load_dwi(path: Path, *, bval: Path | None = None, bvec: Path | None = None) -> Series:
+    """Load a DWI series with its ``.bval`` (s/mm^2) and ``.bvec`` (optional) files."""
+    img = load_nifti(path, ndim=4)
+    bval = bval or _dwi_companion(path, ".bval")
+    bvals = read_bvals(bval)
+    n = img.shape[3]
+    if bvals.size != n:
+        raise QMRIInputError(f"{n} volumes but {bvals.size} b-values in {bval.name}", path)
+    params: dict[str, Any] = {"bvals": bvals.tolist()}
+    bvec = bvec or _dwi_companion(path, ".bvec")
+    if bvec.exists():
+        params["bvecs"] = read_bvecs(bvec, n).tolist()
+    return Series(read_data(img), img.affine, (path,), params)
+
+
+def b1_ratio(data: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
+    """Convert a B1 map to the actual/nominal flip-angle ratio (1 = nominal).
+
+    BIDS recommends percent (100 = nominal); a map whose median over non-zero voxels is near 1
+    (between 0.2 and 5) is read as a ratio already. Returns the ratio map and the convention
+    that was detected (``"percent"`` or ``"ratio"``), to be recorded in the outputs.
+    """
+    finite = data[np.isfinite(data) & (data > 0)]
+    if finite.size == 0:
+        raise QMRIInputError("B1 map has no positive values", path)
+    med = float(np.median(finite))
+    if 0.2 <= med <= 5:
+        return data.astype(np.float64), "ratio"
+    if 20 <= med <= 500:
+        return data / 100.0, "percent"
+    raise QMRIInputError(f"B1 map median {med:g} is neither a ratio (~1) nor percent (~100)", path)
+
+
+def load_reference(path: Path) -> nib.Nifti1Image:
+    """Load a session reference image (3D)."""
+    return load_nifti(path, ndim=3)

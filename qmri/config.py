@@ -1,0 +1,89 @@
+"""Validation of the workflow configuration against its JSON schema, with defaults filled in.
+
+The Snakemake workflow calls :func:`validate_config` before building any job. Errors are one
+line naming the key (``config key 'adc.b_min': -5 is less than the minimum of 0``), so a typo
+in ``--config`` or a config file never reaches a rule.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from qmri.errors import QMRIInputError
+
+#: The schema shipped with the workflow.
+DEFAULT_SCHEMA = (
+    Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+)
+
+
+def _fill_defaults(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if key not in config and "default" in sub:
+            config[key] = copy.deepcopy(sub["default"])
+        if isinstance(config.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(config[key], sub)
+
+
+def load_schema(path: str | Path) -> dict[str, Any]:
+    """Read the YAML schema."""
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def validate_config(
+    config: Mapping[str, Any], schema: Mapping[str, Any] | str | Path
+) -> dict[str, Any]:
+    """Check ``config`` against the schema and return a copy with defaults filled in.
+
+    Parameters
+    ----------
+    config : mapping
+        The configuration as Snakemake assembled it (config file plus ``--config`` values).
+    schema : mapping or path
+        The JSON schema (YAML file ``workflow/schemas/config.schema.yaml`` or its content).
+
+    Raises
+    ------
+    QMRIInputError
+        One line naming the offending key: unknown keys, wrong types, values out of range.
+    """
+    if not isinstance(schema, Mapping):
+        schema = load_schema(schema)
+    cfg = copy.deepcopy(dict(config))
+    _fill_defaults(cfg, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (list(e.path), e.message))
+    if errors:
+        err = errors[0]
+        where = ".".join(str(p) for p in err.path)
+        if err.validator == "additionalProperties":
+            known = sorted(err.schema.get("properties", {}))
+            extra = sorted(set(err.instance) - set(known))
+            name = ".".join([*([where] if where else []), extra[0]])
+            raise QMRIInputError(
+                f"unknown key (known keys here: {', '.join(known)})", f"config key '{name}'"
+            )
+        raise QMRIInputError(err.message, f"config key '{where or '<root>'}'")
+    if "registration" in cfg:
+        reg = cfg["registration"]
+        if len(reg["shrink_factors"]) != len(reg["smoothing_sigmas_mm"]):
+            raise QMRIInputError(
+                "needs one entry per entry of registration.shrink_factors",
+                "config key 'registration.smoothing_sigmas_mm'",
+            )
+    return cfg
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """SHA-256 of the validated config (canonical JSON), recorded in the outputs."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
