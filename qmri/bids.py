@@ -154,9 +154,15 @@ def _positive_number(value: Any, key: str, path: Path) -> float:
 
 
 def _stack_3d(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """Stack single-volume images of one collection, checking they share a grid."""
+    """Stack the single-volume images of one collection (grid checked by ``_check_grid``)."""
+    imgs = [load_nifti(p, ndim=(3, 4)) for p in paths]
+    vols = [read_data(img).reshape(img.shape[:3]) for img in imgs]
+    return np.stack(vols, axis=-1), imgs[0].affine
+
+
+def _check_grid(paths: Sequence[Path]) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Check from the headers alone that single-volume images share one grid."""
     first = load_nifti(paths[0], ndim=(3, 4))
-    vols = []
     for path in paths:
         img = first if path == paths[0] else load_nifti(path, ndim=(3, 4))
         if img.ndim == 4 and img.shape[3] != 1:
@@ -167,21 +173,19 @@ def _stack_3d(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
             img.affine, first.affine, atol=1e-3
         ):
             raise QMRIInputError(f"grid differs from {paths[0].name}", path)
-        vols.append(read_data(img).reshape(img.shape[:3]))
-    return np.stack(vols, axis=-1), first.affine
+    return first.shape[:3], first.affine
 
 
-def load_vfa(paths: Sequence[Path]) -> Series:
-    """Load a VFA collection (``flip-<i>_VFA``) with ``FlipAngle`` (deg) and TR (s)."""
+def vfa_parameters(paths: Sequence[Path]) -> dict[str, Any]:
+    """Flip angles (deg) and TR (s) of a VFA collection, checked, from its sidecars."""
     if len(paths) < 2:
         raise QMRIInputError(f"VFA needs at least 2 flip angles, found {len(paths)}", paths[0])
     flips, trs = [], []
     for path in paths:
         meta_path = sidecar_path(path)
         meta = read_json(meta_path)
-        flips.append(
-            _positive_number(_require(meta, "FlipAngle", meta_path), "FlipAngle", meta_path)
-        )
+        flip = _require(meta, "FlipAngle", meta_path)
+        flips.append(_positive_number(flip, "FlipAngle", meta_path))
         tr = meta.get("RepetitionTimeExcitation", meta.get("RepetitionTime"))
         if tr is None:
             raise QMRIInputError(
@@ -195,14 +199,11 @@ def load_vfa(paths: Sequence[Path]) -> Series:
         )
     if len(set(flips)) != len(flips):
         raise QMRIInputError(f"repeated flip angles {flips} deg", sidecar_path(paths[0]))
-    data, affine = _stack_3d(paths)
-    return Series(
-        data, affine, tuple(paths), {"FlipAngle": flips, "RepetitionTimeExcitation": trs[0]}
-    )
+    return {"FlipAngle": flips, "RepetitionTimeExcitation": trs[0]}
 
 
-def load_multi_echo(paths: Sequence[Path]) -> Series:
-    """Load a multi-echo collection (``echo-<i>_MESE`` / ``_MEGRE``) with ``EchoTime`` (s)."""
+def multi_echo_parameters(paths: Sequence[Path]) -> dict[str, Any]:
+    """Echo times (s) of a multi-echo collection, checked, from its sidecars."""
     if len(paths) < 2:
         raise QMRIInputError(
             f"a multi-echo fit needs at least 2 echoes, found {len(paths)}", paths[0]
@@ -216,8 +217,60 @@ def load_multi_echo(paths: Sequence[Path]) -> Series:
         raise QMRIInputError(
             f"EchoTime must increase with the echo index, got {tes} s", sidecar_path(paths[0])
         )
+    return {"EchoTime": tes}
+
+
+def dwi_parameters(
+    path: Path, *, bval: Path | None = None, bvec: Path | None = None
+) -> dict[str, Any]:
+    """b-values (s/mm^2) and, when present, b-vectors of a DWI series, checked against its header."""
+    img = load_nifti(path, ndim=4)
+    bval = bval or _dwi_companion(path, ".bval")
+    bvals = read_bvals(bval)
+    n = img.shape[3]
+    if bvals.size != n:
+        raise QMRIInputError(f"{n} volumes but {bvals.size} b-values in {bval.name}", path)
+    params: dict[str, Any] = {"bvals": bvals.tolist()}
+    bvec = bvec or _dwi_companion(path, ".bvec")
+    if bvec.exists():
+        params["bvecs"] = read_bvecs(bvec, n).tolist()
+    return params
+
+
+def load_vfa(paths: Sequence[Path]) -> Series:
+    """Load a VFA collection (``flip-<i>_VFA``) with ``FlipAngle`` (deg) and TR (s)."""
+    params = vfa_parameters(paths)
+    _check_grid(paths)
     data, affine = _stack_3d(paths)
-    return Series(data, affine, tuple(paths), {"EchoTime": tes})
+    return Series(data, affine, tuple(paths), params)
+
+
+def load_multi_echo(paths: Sequence[Path]) -> Series:
+    """Load a multi-echo collection (``echo-<i>_MESE`` / ``_MEGRE``) with ``EchoTime`` (s)."""
+    params = multi_echo_parameters(paths)
+    _check_grid(paths)
+    data, affine = _stack_3d(paths)
+    return Series(data, affine, tuple(paths), params)
+
+
+def check_session(files: SessionFiles) -> None:
+    """Check every series of a session from sidecars and headers only (no voxel data read).
+
+    Run when the workflow is planned, so a bad file stops the run before any job starts.
+    """
+    if files.reference is not None:
+        load_nifti(files.reference, ndim=3)
+    if files.vfa:
+        vfa_parameters(files.vfa)
+        _check_grid(files.vfa)
+    for echoes in (files.mese, files.megre):
+        if echoes:
+            multi_echo_parameters(echoes)
+            _check_grid(echoes)
+    if files.b1map is not None:
+        load_nifti(files.b1map, ndim=3)
+    if files.dwi is not None:
+        dwi_parameters(files.dwi)
 
 
 def read_bvals(path: Path) -> np.ndarray:
@@ -255,16 +308,8 @@ def _dwi_companion(path: Path, ext: str) -> Path:
 
 def load_dwi(path: Path, *, bval: Path | None = None, bvec: Path | None = None) -> Series:
     """Load a DWI series with its ``.bval`` (s/mm^2) and ``.bvec`` (optional) files."""
+    params = dwi_parameters(path, bval=bval, bvec=bvec)
     img = load_nifti(path, ndim=4)
-    bval = bval or _dwi_companion(path, ".bval")
-    bvals = read_bvals(bval)
-    n = img.shape[3]
-    if bvals.size != n:
-        raise QMRIInputError(f"{n} volumes but {bvals.size} b-values in {bval.name}", path)
-    params: dict[str, Any] = {"bvals": bvals.tolist()}
-    bvec = bvec or _dwi_companion(path, ".bvec")
-    if bvec.exists():
-        params["bvecs"] = read_bvecs(bvec, n).tolist()
     return Series(read_data(img), img.affine, (path,), params)
 
 

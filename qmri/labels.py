@@ -187,7 +187,9 @@ def parse_label_name(name: str, source: str | Path | None = None) -> tuple[str, 
     """
     match = _NAME_RE.match(name)
     if match is None or match["structure"] not in STRUCTURES:
-        raise QMRIInputError(f"label name {name!r} does not follow the contract: {_NAME_HELP}", source)
+        raise QMRIInputError(
+            f"label name {name!r} does not follow the contract: {_NAME_HELP}", source
+        )
     structure, level = match["structure"], match["level"]
     if level is not None and level not in LEVEL_INDEX:
         raise QMRIInputError(f"label name {name!r} has an unknown level: {_NAME_HELP}", source)

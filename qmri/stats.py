@@ -97,7 +97,9 @@ def roi_statistics(
     if valid is not None:
         valid = np.asarray(valid, dtype=bool)
         if valid.shape != values.shape:
-            raise ValueError(f"valid-mask shape {valid.shape} differs from map shape {values.shape}")
+            raise ValueError(
+                f"valid-mask shape {valid.shape} differs from map shape {values.shape}"
+            )
         ok &= valid[roi]
     x = inside[ok]
     n, n_ok = int(inside.size), int(x.size)

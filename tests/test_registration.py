@@ -144,8 +144,8 @@ def test_transform_files_round_trip_and_errors(tmp_path):
     assert_allclose(transform_to_matrix(read_transform(path)), m, atol=1e-9)
     bad = tmp_path / "bad_xfm.txt"
     bad.write_text("not a transform\n")
-    with pytest.raises(QMRIInputError, match="bad_xfm.txt: not a readable ITK transform"):
+    with pytest.raises(QMRIInputError, match=r"bad_xfm\.txt: not a readable ITK transform"):
         read_transform(bad)
-    with pytest.raises(QMRIInputError, match="missing_xfm.txt: transform file not found"):
+    with pytest.raises(QMRIInputError, match=r"missing_xfm\.txt: transform file not found"):
         read_transform(tmp_path / "missing_xfm.txt")
     assert isinstance(read_transform(path), sitk.Transform)

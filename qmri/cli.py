@@ -1,0 +1,357 @@
+"""The ``qmri`` command line.
+
+``qmri fit ...`` fits one model to plain NIfTI files (data contract section 6);
+``qmri phantom`` writes the spine digital reference object; ``qmri pipeline <step>`` are the
+steps the Snakemake workflow runs. Bad input exits with status 2 and one line on stderr that
+names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qmri import __version__
+from qmri.errors import QMRIInputError
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got '{text}'"
+        ) from None
+
+
+def _sidecar_value(data: Path, key: str, given: Any, override: bool) -> Any:
+    """A parameter from the flag, else from the BIDS sidecar next to DATA; never silently both."""
+    from qmri.io import read_json, sidecar_path
+
+    side = sidecar_path(data)
+    meta = read_json(side) if side.exists() else {}
+    from_sidecar = meta.get(key)
+    if given is None:
+        if from_sidecar is None:
+            raise QMRIInputError(f"no '{key}' given on the command line or in {side.name}", data)
+        return from_sidecar
+    if from_sidecar is not None and not override:
+        a = np.atleast_1d(np.asarray(given, dtype=float))
+        b = np.atleast_1d(np.asarray(from_sidecar, dtype=float))
+        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-6):
+            raise QMRIInputError(
+                f"command-line {key} {list(a)} disagrees with the sidecar's {list(b)} "
+                "(pass --override-sidecar to use the command line)",
+                side,
+            )
+    return given
+
+
+def _load_4d(path: Path):
+    from qmri.io import load_nifti, read_data
+
+    img = load_nifti(path, ndim=4)
+    return img, read_data(img)
+
+
+def _load_mask(path: Path | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    from qmri.io import load_nifti, read_data
+
+    if path is None:
+        return None
+    img = load_nifti(path, ndim=3)
+    if img.shape != shape:
+        raise QMRIInputError(f"mask shape {img.shape} does not match the data's {shape}", path)
+    return read_data(img) > 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> None:
+    from qmri import models, pipeline
+
+    data_path = Path(args.data)
+    img, data = _load_4d(data_path)
+    mask = _load_mask(args.mask, img.shape[:3])
+    acq: dict[str, Any] = {}
+    sources = [data_path]
+    if args.model_kind == "t1-vfa":
+        flips = _sidecar_value(data_path, "FlipAngle", args.flip_angles, args.override_sidecar)
+        tr = _sidecar_value(data_path, "RepetitionTimeExcitation", args.tr, args.override_sidecar)
+        model = models.VFAModel(
+            np.atleast_1d(flips).tolist(), float(np.squeeze(tr)), method=args.method
+        )
+        _check_volumes(data_path, data, len(np.atleast_1d(flips)), "flip angles")
+        b1 = None
+        if args.b1 is not None:
+            b1, convention = pipeline.load_b1_on_grid(Path(args.b1), img.shape[:3], img.affine)
+            acq["B1MapConvention"] = convention
+            sources.append(Path(args.b1))
+        fit = model.fit(data, mask=mask, b1=b1)
+        acq.update(FlipAngle=np.atleast_1d(flips).tolist(), RepetitionTimeExcitation=tr)
+    elif args.model_kind in ("t2", "t2star"):
+        tes = _sidecar_value(data_path, "EchoTime", args.echo_times, args.override_sidecar)
+        _check_volumes(data_path, data, len(np.atleast_1d(tes)), "echo times")
+        model = models.MonoExponentialModel(
+            np.atleast_1d(tes).tolist(),
+            drop_first_echo=args.drop_first_echo,
+            quantity="T2" if args.model_kind == "t2" else "T2star",
+        )
+        fit = model.fit(data, mask=mask)
+        acq["EchoTime"] = np.atleast_1d(tes).tolist()
+    else:  # dwi
+        from qmri.bids import read_bvals
+
+        bvals = read_bvals(Path(args.bval))
+        _check_volumes(data_path, data, bvals.size, f"b-values in {Path(args.bval).name}")
+        model = models.ADCModel(bvals.tolist(), b_min=args.b_min, b_max=args.b_max)
+        fit = model.fit(data, mask=mask)
+        acq["bvals"] = bvals.tolist()
+        sources.append(Path(args.bval))
+    written = pipeline.write_fit(
+        fit, img.affine, Path(args.out), sources=sources, acquisition=acq, bids_suffixes=False
+    )
+    for path in written:
+        print(path)
+
+
+def _check_volumes(path: Path, data: np.ndarray, n: int, what: str) -> None:
+    if data.shape[-1] != n:
+        raise QMRIInputError(f"data has {data.shape[-1]} volumes but {n} {what} were given", path)
+
+
+def _cmd_phantom(args: argparse.Namespace) -> None:
+    from qmri.phantom import write_phantom_dataset
+
+    out = write_phantom_dataset(
+        Path(args.outdir),
+        n_subjects=args.subjects,
+        sessions=tuple(args.sessions.split(",")),
+        seed=args.seed,
+        small=args.small,
+    )
+    print(out)
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> None:
+    from qmri import pipeline
+
+    step = args.step
+    p = lambda v: None if v is None else Path(v)
+    reg_options = (
+        {
+            "bins": args.bins,
+            "iterations": args.iterations,
+            "shrink_factors": tuple(args.shrink_factors),
+            "smoothing_sigmas_mm": tuple(args.smoothing_sigmas_mm),
+        }
+        if hasattr(args, "bins")
+        else {}
+    )
+    if step == "fit-vfa":
+        pipeline.fit_vfa(
+            [Path(x) for x in args.vfa], Path(args.out), b1_path=p(args.b1), method=args.method
+        )
+    elif step == "fit-t2":
+        pipeline.fit_multi_echo(
+            [Path(x) for x in args.echoes], Path(args.out), drop_first_echo=args.drop_first_echo
+        )
+    elif step == "fit-adc":
+        pipeline.fit_adc(Path(args.dwi), Path(args.out), b_min=args.b_min, b_max=args.b_max)
+    elif step == "register-series":
+        pipeline.register_series(
+            args.kind,
+            [Path(x) for x in args.series],
+            Path(args.reference),
+            Path(args.out),
+            options=reg_options,
+        )
+    elif step == "register-session":
+        pipeline.register_session(
+            Path(args.reference), Path(args.baseline), Path(args.out), options=reg_options
+        )
+    elif step == "derive-rois":
+        pipeline.derive_subject_rois(
+            Path(args.dseg),
+            Path(args.reference),
+            Path(args.participants),
+            args.subject,
+            Path(args.out),
+        )
+    elif step == "pull-back-rois":
+        pipeline.pull_back_rois(
+            Path(args.rois),
+            Path(args.map),
+            p(args.series_xfm),
+            Path(args.session_xfm),
+            Path(args.out),
+        )
+    elif step == "session-roistats":
+        maps = [(n, Path(m), Path(f), Path(r)) for n, m, f, r in args.map]
+        pipeline.session_roistats(maps, Path(args.out))
+    elif step == "subject-tables":
+        pipeline.subject_tables(
+            [Path(x) for x in args.sessions],
+            Path(args.sessions_tsv),
+            args.subject,
+            Path(args.out_roistats),
+            Path(args.out_response),
+        )
+    elif step == "cohort-table":
+        pipeline.cohort_tables([Path(x) for x in args.tables], Path(args.out))
+    elif step == "describe-output":
+        pipeline.describe_output(Path(args.output_dir), args.bids_dir, args.config_sha256)
+
+
+def _add_registration_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bins", type=int, default=32, help="mutual-information histogram bins")
+    p.add_argument("--iterations", type=int, default=200, help="iterations per level")
+    p.add_argument("--shrink-factors", type=int, nargs="+", default=[2, 1])
+    p.add_argument("--smoothing-sigmas-mm", type=float, nargs="+", default=[2.0, 0.0])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``qmri`` command."""
+    parser = argparse.ArgumentParser(
+        prog="qmri", description="Quantitative MRI for spinal metastases treated with SBRT."
+    )
+    parser.add_argument("--version", action="version", version=f"qmri {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    # qmri fit ...
+    fit = sub.add_parser("fit", help="fit a model to NIfTI files (data contract section 6)")
+    fit_sub = fit.add_subparsers(dest="model_kind", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("data", help="4D NIfTI; the last axis holds the acquisitions")
+        p.add_argument("--mask", type=Path, help="3D mask; voxels outside are NaN")
+        p.add_argument("--out", required=True, help="output prefix: PREFIX_<param>.nii.gz")
+        p.add_argument(
+            "--override-sidecar",
+            action="store_true",
+            help="use command-line values where they disagree with the sidecar",
+        )
+        p.set_defaults(func=_cmd_fit)
+
+    t1 = fit_sub.add_parser("t1-vfa", help="T1 (s) from variable flip angles")
+    common(t1)
+    t1.add_argument(
+        "--flip-angles", type=_floats, help="nominal flip angles (deg), comma-separated"
+    )
+    t1.add_argument("--tr", type=float, help="repetition time (s)")
+    t1.add_argument("--b1", help="TB1map (percent, or ratio if its median is near 1)")
+    t1.add_argument("--method", choices=["linear", "nlls"], default="nlls")
+    for kind, label in (
+        ("t2", "T2 (s) from multi-echo spin echo"),
+        ("t2star", "T2* (s) from multi-echo gradient echo"),
+    ):
+        t2 = fit_sub.add_parser(kind, help=label)
+        common(t2)
+        t2.add_argument("--echo-times", type=_floats, help="echo times (s), comma-separated")
+        t2.add_argument("--drop-first-echo", action="store_true")
+    dwi = fit_sub.add_parser("dwi", help="ADC (mm^2/s) from diffusion-weighted images")
+    common(dwi)
+    dwi.add_argument("--bval", required=True, help="FSL .bval file (s/mm^2)")
+    dwi.add_argument("--bvec", help="FSL .bvec file (not needed for ADC)")
+    dwi.add_argument("--model", choices=["adc"], default="adc")
+    dwi.add_argument("--b-min", type=float, default=0.0, help="lowest b used (s/mm^2)")
+    dwi.add_argument("--b-max", type=float, default=None, help="highest b used (s/mm^2)")
+
+    # qmri phantom
+    ph = sub.add_parser("phantom", help="write the spine digital reference object (BIDS)")
+    ph.add_argument("outdir")
+    ph.add_argument("--subjects", type=int, default=2)
+    ph.add_argument("--sessions", default="pre,fu1,fu2", help="comma-separated session labels")
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--small", action="store_true", help="coarse grid, for quick tests")
+    ph.set_defaults(func=_cmd_phantom)
+
+    # qmri pipeline <step>: what the workflow's rules run
+    pl = sub.add_parser("pipeline", help="one step of the Snakemake workflow")
+    steps = pl.add_subparsers(dest="step", required=True)
+    s = steps.add_parser("fit-vfa")
+    s.add_argument("--vfa", nargs="+", required=True)
+    s.add_argument("--b1")
+    s.add_argument("--method", choices=["linear", "nlls"], default="nlls")
+    s.add_argument("--out", required=True, help="output prefix")
+    s = steps.add_parser("fit-t2")
+    s.add_argument("--echoes", nargs="+", required=True)
+    s.add_argument("--drop-first-echo", action="store_true")
+    s.add_argument("--out", required=True)
+    s = steps.add_parser("fit-adc")
+    s.add_argument("--dwi", required=True)
+    s.add_argument("--b-min", type=float, default=0.0)
+    s.add_argument("--b-max", type=float, default=None)
+    s.add_argument("--out", required=True)
+    s = steps.add_parser("register-series")
+    s.add_argument("--kind", required=True, choices=["VFA", "MESE", "MEGRE", "dwi"])
+    s.add_argument("--series", nargs="+", required=True)
+    s.add_argument("--reference", required=True)
+    s.add_argument("--out", required=True)
+    _add_registration_options(s)
+    s = steps.add_parser("register-session")
+    s.add_argument("--reference", required=True)
+    s.add_argument("--baseline", required=True)
+    s.add_argument("--out", required=True)
+    _add_registration_options(s)
+    s = steps.add_parser("derive-rois")
+    s.add_argument("--dseg", required=True)
+    s.add_argument("--reference", required=True)
+    s.add_argument("--participants", required=True)
+    s.add_argument("--subject", required=True)
+    s.add_argument("--out", required=True)
+    s = steps.add_parser("pull-back-rois")
+    s.add_argument("--rois", required=True)
+    s.add_argument("--map", required=True)
+    s.add_argument("--series-xfm")
+    s.add_argument("--session-xfm", required=True)
+    s.add_argument("--out", required=True)
+    s = steps.add_parser("session-roistats")
+    s.add_argument(
+        "--map",
+        nargs=4,
+        action="append",
+        required=True,
+        metavar=("NAME", "MAP", "FITMASK", "ROIS"),
+    )
+    s.add_argument("--out", required=True)
+    s = steps.add_parser("subject-tables")
+    s.add_argument("--subject", required=True)
+    s.add_argument("--sessions", nargs="+", required=True)
+    s.add_argument("--sessions-tsv", required=True)
+    s.add_argument("--out-roistats", required=True)
+    s.add_argument("--out-response", required=True)
+    s = steps.add_parser("cohort-table")
+    s.add_argument("--tables", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    s = steps.add_parser("describe-output")
+    s.add_argument("--bids-dir", required=True, help="the raw dataset (DatasetLinks.raw)")
+    s.add_argument("--config-sha256", required=True, help="hash of the validated config")
+    s.add_argument("--output-dir", required=True)
+    pl.set_defaults(func=_cmd_pipeline)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``qmri`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        args.func(args)
+    except QMRIInputError as exc:
+        print(f"qmri: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

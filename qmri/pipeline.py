@@ -1,0 +1,525 @@
+"""The workflow's steps: each reads files, calls the pure functions of qmri, writes files.
+
+One function per Snakemake rule; the ``qmri pipeline <step>`` command line calls them. They
+hold no science of their own: models live in :mod:`qmri.models`, ROI logic in :mod:`qmri.rois`,
+statistics in :mod:`qmri.stats`, tables in :mod:`qmri.tables`, geometry in
+:mod:`qmri.registration`. Every output is written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+import qmri
+from qmri import bids, labels, rois, stats, tables
+from qmri.errors import QMRIInputError
+from qmri.io import (
+    atomic_output,
+    load_nifti,
+    read_data,
+    read_json,
+    save_nifti,
+    sidecar_path,
+    write_csv,
+    write_json,
+)
+from qmri.models import ADCModel, ModelFit, MonoExponentialModel, VFAModel
+from qmri.registration import (
+    identity_transform,
+    nifti_to_sitk,
+    pull_back_labels,
+    read_transform,
+    register_rigid,
+    resample_linear,
+    transform_to_matrix,
+    write_transform,
+)
+
+log = logging.getLogger("qmri")
+
+#: BIDS suffix of a parameter map where BIDS defines one (data contract section 3).
+BIDS_SUFFIX = {
+    "T1": "T1map",
+    "T2": "T2map",
+    "T2star": "T2starmap",
+    "M0": "M0map",
+    "S0": "S0map",
+}
+
+#: Files of the output that the BIDS schema does not cover (listed in its ``.bidsignore``).
+OUTPUT_BIDSIGNORE = (
+    "**/xfm/",
+    "**/qc/",
+    "cohort/",
+    "*.csv",
+    "*_R2.*",
+    "*_fitmask.*",
+    "*_desc-rois_mask.*",
+    "*_Ktrans.*",
+    "*_ve.*",
+    "*_vp.*",
+    "*_kep.*",
+)
+
+#: The parameter maps that ROI statistics are taken of, per fit.
+STATISTIC_MAPS = {"vfa": ("T1",), "mese": ("T2",), "adc": ("ADC",)}
+
+
+def map_path(prefix: str | Path, param: str, *, bids_suffixes: bool = True) -> Path:
+    """Path of a parameter map: ``PREFIX_<suffix>.nii.gz``."""
+    name = BIDS_SUFFIX.get(param, param) if bids_suffixes else param
+    prefix = Path(prefix)
+    return prefix.with_name(f"{prefix.name}_{name}.nii.gz")
+
+
+def _provenance() -> dict[str, Any]:
+    import scipy
+    import SimpleITK
+
+    return {
+        "SoftwareName": "qmri",
+        "SoftwareVersion": qmri.__version__,
+        "SoftwareVersions": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "nibabel": nib.__version__,
+            "SimpleITK": SimpleITK.Version.VersionString(),
+        },
+    }
+
+
+def write_fit(
+    fit: ModelFit,
+    affine: np.ndarray,
+    prefix: str | Path,
+    *,
+    sources: Sequence[Path],
+    acquisition: Mapping[str, Any],
+    bids_suffixes: bool = True,
+) -> list[Path]:
+    """Write every map of a fit as ``PREFIX_<map>.nii.gz`` with a JSON sidecar.
+
+    The sidecar holds the unit, the estimation algorithm and reference, every model option,
+    the acquisition parameters (varying ones as arrays, as BIDS asks for qMRI maps), the
+    source files and software versions.
+    """
+    written = []
+    for name, data in fit.maps.items():
+        sidecar = {
+            "Units": fit.units.get(name, ""),
+            "EstimationAlgorithm": fit.algorithm,
+            "EstimationReference": fit.reference,
+            "ModelOptions": fit.options,
+            "Sources": [str(p) for p in sources],
+            "FailedVoxels": int(fit.n_failed),
+            "FittedVoxels": int(fit.n_fitted),
+            **dict(acquisition),
+            **_provenance(),
+        }
+        dtype = np.uint8 if name == "fitmask" else np.float32
+        path = map_path(prefix, name, bids_suffixes=bids_suffixes)
+        written.append(save_nifti(data, affine, path, dtype=dtype, sidecar=sidecar))
+    log.info(
+        "%s: %d voxels fitted, %d failed (NaN, fitmask 0)",
+        Path(prefix).name,
+        fit.n_fitted,
+        fit.n_failed,
+    )
+    return written
+
+
+def load_b1_on_grid(
+    b1_path: Path, shape: tuple[int, int, int], affine: np.ndarray
+) -> tuple[np.ndarray, str]:
+    """Load a TB1map as a flip-angle ratio on another grid of the same session.
+
+    The B1 map and the series share the scanner frame (same session, same position), so the
+    map is resampled by world coordinates (trilinear); voxels outside its field of view get
+    NaN and therefore fail the fit rather than being silently given the nominal angle.
+    """
+    img = load_nifti(b1_path, ndim=3)
+    ratio, convention = bids.b1_ratio(read_data(img), b1_path)
+    if img.shape == shape and np.allclose(img.affine, affine, atol=1e-3):
+        return ratio, convention
+    return resample_linear(ratio, img.affine, shape, affine), convention
+
+
+# --------------------------------------------------------------------------------------------
+# fits
+# --------------------------------------------------------------------------------------------
+
+
+def fit_vfa(
+    vfa_paths: Sequence[Path],
+    prefix: Path,
+    *,
+    b1_path: Path | None = None,
+    method: str = "nlls",
+    mask_path: Path | None = None,
+) -> list[Path]:
+    """Fit T1 (s) and M0 from a VFA collection, B1-corrected when a TB1map is given."""
+    series = bids.load_vfa(vfa_paths)
+    model = VFAModel(
+        series.parameters["FlipAngle"],
+        series.parameters["RepetitionTimeExcitation"],
+        method=method,
+    )
+    b1, acq = (
+        None,
+        {
+            "FlipAngle": series.parameters["FlipAngle"],
+            "RepetitionTimeExcitation": series.parameters["RepetitionTimeExcitation"],
+        },
+    )
+    sources = list(vfa_paths)
+    if b1_path is not None:
+        b1, convention = load_b1_on_grid(b1_path, series.shape3d, series.affine)
+        acq["B1Map"] = str(b1_path)
+        acq["B1MapConvention"] = convention
+        sources.append(b1_path)
+    mask = _load_mask(mask_path, series)
+    fit = model.fit(series.data, mask=mask, b1=b1)
+    return write_fit(fit, series.affine, prefix, sources=sources, acquisition=acq)
+
+
+def fit_multi_echo(
+    paths: Sequence[Path],
+    prefix: Path,
+    *,
+    quantity: str = "T2",
+    drop_first_echo: bool = False,
+    mask_path: Path | None = None,
+) -> list[Path]:
+    """Fit T2 (or T2*) in s and S0 from a multi-echo collection."""
+    series = bids.load_multi_echo(paths)
+    model = MonoExponentialModel(
+        series.parameters["EchoTime"], drop_first_echo=drop_first_echo, quantity=quantity
+    )
+    fit = model.fit(series.data, mask=_load_mask(mask_path, series))
+    return write_fit(
+        fit,
+        series.affine,
+        prefix,
+        sources=list(paths),
+        acquisition={"EchoTime": series.parameters["EchoTime"]},
+    )
+
+
+def fit_adc(
+    dwi_path: Path,
+    prefix: Path,
+    *,
+    b_min: float = 0.0,
+    b_max: float | None = None,
+    bval_path: Path | None = None,
+    mask_path: Path | None = None,
+) -> list[Path]:
+    """Fit the apparent diffusion coefficient (mm^2/s) and S0 of a DWI series."""
+    series = bids.load_dwi(dwi_path, bval=bval_path)
+    model = ADCModel(series.parameters["bvals"], b_min=b_min, b_max=b_max)
+    fit = model.fit(series.data, mask=_load_mask(mask_path, series))
+    return write_fit(
+        fit,
+        series.affine,
+        prefix,
+        sources=[dwi_path],
+        acquisition={"bvals": series.parameters["bvals"]},
+    )
+
+
+def _load_mask(mask_path: Path | None, series: bids.Series) -> np.ndarray | None:
+    if mask_path is None:
+        return None
+    img = load_nifti(mask_path, ndim=3)
+    if img.shape != series.shape3d or not np.allclose(img.affine, series.affine, atol=1e-3):
+        raise QMRIInputError(
+            f"mask grid {img.shape} does not match the data grid {series.shape3d}", mask_path
+        )
+    return read_data(img) > 0
+
+
+# --------------------------------------------------------------------------------------------
+# registration
+# --------------------------------------------------------------------------------------------
+
+
+def series_reference(kind: str, paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """A robust 3D image of a series to register it by (data, affine).
+
+    VFA: mean over flip angles; MESE/MEGRE: first echo; DWI: mean of the b = 0 volumes.
+    """
+    if kind == "VFA":
+        s = bids.load_vfa(paths)
+        return s.data.mean(axis=-1), s.affine
+    if kind in ("MESE", "MEGRE"):
+        s = bids.load_multi_echo(paths)
+        return s.data[..., 0], s.affine
+    if kind == "dwi":
+        s = bids.load_dwi(paths[0])
+        b = np.asarray(s.parameters["bvals"])
+        low = b <= 50 if np.any(b <= 50) else b == b.min()
+        return s.data[..., low].mean(axis=-1), s.affine
+    raise QMRIInputError(f"unknown series kind '{kind}' (use VFA, MESE, MEGRE or dwi)")
+
+
+def _registration_sidecar(res, fixed: Path, moving: Sequence[Path], options) -> dict[str, Any]:
+    return {
+        "Type": "rigid (Euler3D)",
+        "Convention": "ITK: maps points of the fixed image to points of the moving image",
+        "FixedImage": str(fixed),
+        "MovingImages": [str(p) for p in moving],
+        "Metric": res.metric_name,
+        "FinalMetricValue": res.metric,
+        "Iterations": res.iterations,
+        "StopCondition": res.stop_condition,
+        "Options": dict(options),
+        **_provenance(),
+    }
+
+
+def register_series(
+    kind: str,
+    paths: Sequence[Path],
+    reference_path: Path,
+    out_xfm: Path,
+    *,
+    options: Mapping[str, Any],
+) -> Path:
+    """Register a series to its session's reference (rigid, mutual information).
+
+    Series of one session share the scanner frame, so the registration starts at identity.
+    """
+    data, affine = series_reference(kind, paths)
+    ref = load_nifti(reference_path, ndim=3)
+    moving = nifti_to_sitk(nib.Nifti1Image(data.astype(np.float32), affine))
+    res = register_rigid(nifti_to_sitk(ref), moving, initialize="identity", **options)
+    write_transform(res.transform, out_xfm)
+    write_json(_registration_sidecar(res, reference_path, paths, options), sidecar_path(out_xfm))
+    return out_xfm
+
+
+def register_session(
+    reference_path: Path,
+    baseline_reference_path: Path,
+    out_xfm: Path,
+    *,
+    options: Mapping[str, Any],
+) -> Path:
+    """Register a session's reference to the baseline reference (identity for the baseline)."""
+    if Path(reference_path).resolve() == Path(baseline_reference_path).resolve():
+        write_transform(identity_transform(), out_xfm)
+        write_json(
+            {"Type": "identity", "FixedImage": str(baseline_reference_path), **_provenance()},
+            sidecar_path(out_xfm),
+        )
+        return out_xfm
+    fixed = nifti_to_sitk(load_nifti(baseline_reference_path, ndim=3))
+    moving = nifti_to_sitk(load_nifti(reference_path, ndim=3))
+    res = register_rigid(fixed, moving, initialize="identity", **options)
+    write_transform(res.transform, out_xfm)
+    write_json(
+        _registration_sidecar(res, baseline_reference_path, [reference_path], options),
+        sidecar_path(out_xfm),
+    )
+    return out_xfm
+
+
+# --------------------------------------------------------------------------------------------
+# ROIs
+# --------------------------------------------------------------------------------------------
+
+
+def derive_subject_rois(
+    dseg_path: Path,
+    reference_path: Path,
+    participants_path: Path,
+    subject: str,
+    out_mask: Path,
+) -> Path:
+    """Derive the contract's ROIs from the baseline labels; write them as one 4D mask.
+
+    The ROI names, in volume order, go to ``<out_mask>.tsv`` beside the image
+    (``index``, ``roi``).
+    """
+    tsv_path = Path(str(dseg_path).replace(".nii.gz", ".tsv"))
+    table = labels.read_dseg_tsv(tsv_path)
+    img = load_nifti(dseg_path, ndim=3)
+    ref = load_nifti(reference_path, ndim=3)
+    if img.shape != ref.shape or not np.allclose(img.affine, ref.affine, atol=1e-3):
+        raise QMRIInputError(
+            f"label grid {img.shape} does not match its reference {reference_path.name} "
+            f"{ref.shape} (labels must be drawn on the baseline reference)",
+            dseg_path,
+        )
+    data = np.asarray(img.dataobj)
+    if not np.allclose(data, np.round(data)):
+        raise QMRIInputError("label map holds non-integer values", dseg_path)
+    data = np.round(data).astype(np.int32)
+    labels.check_labels(data, table, dseg_path)
+    participants = tables.read_participants_tsv(participants_path)
+    row = participants[participants["participant_id"] == f"sub-{subject}"]
+    if row.empty or "treated_levels" not in participants.columns:
+        raise QMRIInputError(
+            f"no treated_levels for sub-{subject} (needed to derive the ROIs)", participants_path
+        )
+    treated = row.iloc[0]["treated_levels"]
+    derived = rois.derive_rois(data, table, list(treated))
+    stack, names = rois.rois_to_4d(derived)
+    save_nifti(stack, img.affine, out_mask, dtype=np.uint8)
+    _write_roi_names(names, out_mask)
+    return out_mask
+
+
+def _roi_names_path(mask_path: Path) -> Path:
+    return Path(str(mask_path).replace(".nii.gz", ".tsv"))
+
+
+def _write_roi_names(names: Sequence[str], mask_path: Path) -> None:
+    table = pd.DataFrame({"index": range(len(names)), "roi": list(names)})
+    with atomic_output(_roi_names_path(mask_path)) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, lineterminator="\n")
+
+
+def _read_roi_names(mask_path: Path) -> list[str]:
+    path = _roi_names_path(mask_path)
+    if not path.exists():
+        raise QMRIInputError("ROI name table not found", path)
+    return pd.read_csv(path, sep="\t")["roi"].tolist()
+
+
+def series_to_baseline_matrix(series_xfm: Path | None, session_xfm: Path) -> np.ndarray:
+    """RAS matrix taking a point of a series grid to the baseline reference's world frame.
+
+    ``series_xfm`` (``from-<series>_to-<ref>``) maps reference points to series points and
+    ``session_xfm`` (``from-<ref>_to-baseline``) maps baseline points to reference points; the
+    composition is inverted once, as a matrix, so nothing is resampled twice.
+    """
+    m = transform_to_matrix(read_transform(session_xfm))
+    if series_xfm is not None:
+        m = transform_to_matrix(read_transform(series_xfm)) @ m
+    return np.linalg.inv(m)
+
+
+def pull_back_rois(
+    rois_mask: Path,
+    map_path_: Path,
+    series_xfm: Path | None,
+    session_xfm: Path,
+    out_mask: Path,
+) -> Path:
+    """Bring the baseline ROI masks to a map's native grid (nearest neighbour)."""
+    mask_img = load_nifti(rois_mask, ndim=4)
+    target = load_nifti(map_path_, ndim=3)
+    m = series_to_baseline_matrix(series_xfm, session_xfm)
+    native = pull_back_labels(
+        np.asarray(mask_img.dataobj, dtype=np.uint8),
+        mask_img.affine,
+        target.shape,
+        target.affine,
+        m,
+    )
+    save_nifti(native, target.affine, out_mask, dtype=np.uint8)
+    _write_roi_names(_read_roi_names(rois_mask), out_mask)
+    return out_mask
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+# --------------------------------------------------------------------------------------------
+
+
+def session_roistats(
+    maps: Sequence[tuple[str, Path, Path, Path]],
+    out_csv: Path,
+) -> Path:
+    """ROI statistics of one session: rows (roi, map, unit, statistics...).
+
+    Parameters
+    ----------
+    maps : sequence of (name, map, fitmask, native ROI mask)
+        Each parameter map with its fit mask and the ROI masks on its grid.
+    """
+    frames = []
+    for name, path, fitmask_path, mask_path in maps:
+        img = load_nifti(path, ndim=3)
+        unit = read_json(sidecar_path(path)).get("Units", "")
+        values = read_data(img)
+        valid = read_data(load_nifti(fitmask_path, ndim=3)) > 0
+        mask_img = load_nifti(mask_path, ndim=4)
+        names = _read_roi_names(mask_path)
+        masks = np.asarray(mask_img.dataobj, dtype=bool)
+        zooms = np.abs(np.linalg.det(img.affine[:3, :3]))
+        roi_masks = {roi: masks[..., i] for i, roi in enumerate(names)}
+        frames.append(
+            stats.session_roistats(
+                {name: (values, unit, valid)}, {name: roi_masks}, {name: zooms / 1000.0}
+            )
+        )
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    write_csv(table, out_csv)
+    return out_csv
+
+
+def subject_tables(
+    session_csvs: Sequence[Path],
+    sessions_tsv: Path,
+    subject: str,
+    out_roistats: Path,
+    out_response: Path,
+) -> tuple[Path, Path]:
+    """Assemble a subject's ``roistats.csv`` and ``response.csv`` from its sessions."""
+    days = tables.read_sessions_tsv(sessions_tsv)
+    per_session = []
+    for path in session_csvs:
+        session = Path(path).name.split("_ses-")[1].split("_")[0]
+        if session not in days:
+            raise QMRIInputError(f"session '{session}' has no row", sessions_tsv)
+        df = tables.read_table(path) if Path(path).stat().st_size > 1 else pd.DataFrame()
+        if df.empty:
+            continue  # a session with no fitted map has no rows
+        df.insert(0, "session", session)
+        per_session.append(df)
+    roistats = tables.build_roistats(per_session, subject, days)
+    response = tables.response_table(roistats, tables.baseline_session(days))
+    write_csv(roistats, out_roistats)
+    write_csv(response, out_response)
+    return out_roistats, out_response
+
+
+def cohort_tables(paths: Sequence[Path], out_csv: Path) -> Path:
+    """Concatenate per-subject tables into one cohort table."""
+    write_csv(tables.cohort_table([Path(p) for p in paths]), out_csv)
+    return out_csv
+
+
+def describe_output(output_dir: Path, bids_dir: str | Path, config_sha256: str) -> None:
+    """Write the derivative's ``dataset_description.json`` and ``.bidsignore``."""
+    output_dir = Path(output_dir)
+    write_json(
+        {
+            "Name": "qmri quantitative maps and ROI tables",
+            "BIDSVersion": "1.10.0",
+            "DatasetType": "derivative",
+            "GeneratedBy": [
+                {
+                    "Name": "qmri",
+                    "Version": qmri.__version__,
+                    "Description": "Quantitative MRI of spinal metastases treated with SBRT",
+                    "ConfigSHA256": config_sha256,
+                }
+            ],
+            "DatasetLinks": {"raw": str(bids_dir)},
+        },
+        output_dir / "dataset_description.json",
+    )
+    with atomic_output(output_dir / ".bidsignore") as tmp:
+        tmp.write_text("\n".join(OUTPUT_BIDSIGNORE) + "\n", encoding="utf-8")

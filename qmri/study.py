@@ -1,0 +1,139 @@
+"""The study index: subjects, sessions, baselines and files, built once when the workflow starts.
+
+:class:`Study` is what ``workflow/rules/common.smk`` asks "which jobs exist?". It reads folder
+names, ``sub-*_sessions.tsv`` and the sidecars and headers of every series (never voxel data),
+so a bad file stops the run, with one line naming it, before any job starts. Adding a
+``ses-*`` folder (and its row in the sessions table) adds that session's jobs and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from qmri import bids, tables
+from qmri.errors import QMRIInputError
+
+#: The fits the workflow runs: fit label -> (datatype, series kind, output map suffixes,
+#: the map that ROI statistics are taken of, and its contract name).
+FITS: dict[str, dict[str, object]] = {
+    "vfa": {
+        "datatype": "anat",
+        "series": "VFA",
+        "suffixes": ("T1map", "M0map", "R2", "fitmask"),
+        "statistic": ("T1map", "T1"),
+    },
+    "mese": {
+        "datatype": "anat",
+        "series": "MESE",
+        "suffixes": ("T2map", "S0map", "R2", "fitmask"),
+        "statistic": ("T2map", "T2"),
+    },
+    "adc": {
+        "datatype": "dwi",
+        "series": "dwi",
+        "suffixes": ("ADC", "S0map", "R2", "fitmask"),
+        "statistic": ("ADC", "ADC"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class SubjectIndex:
+    """What the workflow needs to know about one subject."""
+
+    subject: str
+    days: dict[str, int]
+    baseline: str
+    sessions: dict[str, bids.SessionFiles]
+    labels: Path
+    sessions_tsv: Path
+
+
+class Study:
+    """Index of a BIDS dataset and its label derivative.
+
+    Parameters
+    ----------
+    bids_dir : path
+        Raw BIDS dataset.
+    labels_dir : path
+        Derivative with ``sub-<s>/ses-<baseline>/anat/sub-<s>_ses-<baseline>_dseg.nii.gz``.
+    participant_label : sequence of str
+        Subjects to include (empty: all).
+    reference_suffix : str
+        Suffix of each session's reference anatomy.
+    check : bool
+        Check sidecars and headers of every series (default True).
+    """
+
+    def __init__(
+        self,
+        bids_dir: str | Path,
+        labels_dir: str | Path,
+        *,
+        participant_label: Sequence[str] = (),
+        reference_suffix: str = "T2w",
+        check: bool = True,
+    ) -> None:
+        self.bids_dir = Path(bids_dir)
+        self.labels_dir = Path(labels_dir)
+        self.participants_tsv = self.bids_dir / "participants.tsv"
+        self.subjects: dict[str, SubjectIndex] = {}
+        for subject in bids.discover_subjects(self.bids_dir, participant_label):
+            self.subjects[subject] = self._index_subject(subject, reference_suffix, check)
+
+    def _index_subject(self, subject: str, reference_suffix: str, check: bool) -> SubjectIndex:
+        sub_dir = self.bids_dir / f"sub-{subject}"
+        sessions_tsv = sub_dir / f"sub-{subject}_sessions.tsv"
+        if not sessions_tsv.exists():
+            raise QMRIInputError(
+                "sessions table not found (qmri needs days_from_sbrt per session)", sessions_tsv
+            )
+        days = tables.read_sessions_tsv(sessions_tsv)
+        folders = bids.discover_sessions(self.bids_dir, subject)
+        missing = [s for s in folders if s not in days]
+        if missing:
+            raise QMRIInputError(
+                f"no row for session(s) {', '.join('ses-' + s for s in missing)}", sessions_tsv
+            )
+        baseline = tables.baseline_session({s: days[s] for s in folders})
+        files = {}
+        for session in sorted(folders, key=lambda s: (days[s], s)):
+            f = bids.session_files(
+                self.bids_dir, subject, session, reference_suffix=reference_suffix
+            )
+            if f.reference is None:
+                raise QMRIInputError(
+                    f"no reference image anat/sub-{subject}_ses-{session}_{reference_suffix}"
+                    ".nii.gz (set reference_suffix if it has another suffix)",
+                    sub_dir / f"ses-{session}",
+                )
+            if check:
+                bids.check_session(f)
+            files[session] = f
+        stem = f"sub-{subject}_ses-{baseline}"
+        labels = (
+            self.labels_dir / f"sub-{subject}" / f"ses-{baseline}" / "anat" / f"{stem}_dseg.nii.gz"
+        )
+        if not labels.exists():
+            raise QMRIInputError(f"no label map for the baseline session ses-{baseline}", labels)
+        return SubjectIndex(subject, days, baseline, files, labels, sessions_tsv)
+
+    # -- questions the rules ask ---------------------------------------------------------------
+
+    def fits(self, subject: str, session: str) -> list[str]:
+        """The fits a session has data for (keys of :data:`FITS`), in a fixed order."""
+        f = self.subjects[subject].sessions[session]
+        have = {"vfa": bool(f.vfa), "mese": bool(f.mese), "adc": f.dwi is not None}
+        return [fit for fit in FITS if have[fit]]
+
+    def series_files(self, subject: str, session: str, series: str) -> list[Path]:
+        """Raw files of a series kind (``VFA``, ``MESE``, ``dwi``) of a session."""
+        f = self.subjects[subject].sessions[session]
+        return {"VFA": list(f.vfa), "MESE": list(f.mese), "dwi": [f.dwi] if f.dwi else []}[series]
+
+    def session_pairs(self) -> list[tuple[str, str]]:
+        """Every (subject, session) of the study."""
+        return [(s, ses) for s, idx in self.subjects.items() for ses in idx.sessions]
