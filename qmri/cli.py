@@ -137,70 +137,53 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
     print(out)
 
 
+def _registration_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "bins": args.bins,
+        "iterations": args.iterations,
+        "shrink_factors": tuple(args.shrink_factors),
+        "smoothing_sigmas_mm": tuple(args.smoothing_sigmas_mm),
+        "sampling_fraction": args.sampling_fraction,
+        "learning_rate": args.learning_rate,
+    }
+
+
 def _cmd_pipeline(args: argparse.Namespace) -> None:
     from qmri import pipeline
 
     step = args.step
-    p = lambda v: None if v is None else Path(v)
-    reg_options = (
-        {
-            "bins": args.bins,
-            "iterations": args.iterations,
-            "shrink_factors": tuple(args.shrink_factors),
-            "smoothing_sigmas_mm": tuple(args.smoothing_sigmas_mm),
-        }
-        if hasattr(args, "bins")
-        else {}
-    )
-    if step == "fit-vfa":
-        pipeline.fit_vfa(
-            [Path(x) for x in args.vfa], Path(args.out), b1_path=p(args.b1), method=args.method
-        )
-    elif step == "fit-t2":
-        pipeline.fit_multi_echo(
-            [Path(x) for x in args.echoes], Path(args.out), drop_first_echo=args.drop_first_echo
-        )
-    elif step == "fit-adc":
-        pipeline.fit_adc(Path(args.dwi), Path(args.out), b_min=args.b_min, b_max=args.b_max)
-    elif step == "register-series":
+    if step in ("fit-vfa", "fit-t2", "fit-adc"):
+        if step == "fit-vfa":
+            kind, series = "VFA", [Path(x) for x in args.vfa]
+            pipeline.fit_vfa(series, Path(args.out), b1_path=args.b1, method=args.method)
+        elif step == "fit-t2":
+            kind, series = "MESE", [Path(x) for x in args.echoes]
+            pipeline.fit_multi_echo(series, Path(args.out), drop_first_echo=args.drop_first_echo)
+        else:
+            kind, series = "dwi", [Path(args.dwi)]
+            pipeline.fit_adc(series[0], Path(args.out), b_min=args.b_min, b_max=args.b_max)
         pipeline.register_series(
-            args.kind,
-            [Path(x) for x in args.series],
-            Path(args.reference),
-            Path(args.out),
-            options=reg_options,
-        )
+            kind, series, Path(args.reference), Path(args.xfm),
+            options=_registration_options(args),
+        )  # fmt: skip
     elif step == "register-session":
         pipeline.register_session(
-            Path(args.reference), Path(args.baseline), Path(args.out), options=reg_options
-        )
+            Path(args.reference), Path(args.baseline), Path(args.out),
+            options=_registration_options(args),
+        )  # fmt: skip
     elif step == "derive-rois":
         pipeline.derive_subject_rois(
-            Path(args.dseg),
-            Path(args.reference),
-            Path(args.participants),
-            args.subject,
+            Path(args.dseg), Path(args.reference), Path(args.participants), args.subject,
             Path(args.out),
-        )
-    elif step == "pull-back-rois":
-        pipeline.pull_back_rois(
-            Path(args.rois),
-            Path(args.map),
-            p(args.series_xfm),
-            Path(args.session_xfm),
-            Path(args.out),
-        )
+        )  # fmt: skip
     elif step == "session-roistats":
-        maps = [(n, Path(m), Path(f), Path(r)) for n, m, f, r in args.map]
-        pipeline.session_roistats(maps, Path(args.out))
+        maps = [(n, Path(m), Path(f), Path(x)) for n, m, f, x in args.map]
+        pipeline.session_roistats(maps, Path(args.rois), Path(args.session_xfm), Path(args.out))
     elif step == "subject-tables":
         pipeline.subject_tables(
-            [Path(x) for x in args.sessions],
-            Path(args.sessions_tsv),
-            args.subject,
-            Path(args.out_roistats),
-            Path(args.out_response),
-        )
+            [Path(x) for x in args.sessions], Path(args.sessions_tsv), args.subject,
+            Path(args.out_roistats), Path(args.out_response),
+        )  # fmt: skip
     elif step == "cohort-table":
         pipeline.cohort_tables([Path(x) for x in args.tables], Path(args.out))
     elif step == "describe-output":
@@ -212,6 +195,8 @@ def _add_registration_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, default=200, help="iterations per level")
     p.add_argument("--shrink-factors", type=int, nargs="+", default=[2, 1])
     p.add_argument("--smoothing-sigmas-mm", type=float, nargs="+", default=[2.0, 0.0])
+    p.add_argument("--sampling-fraction", type=float, default=0.3, help="share of voxels")
+    p.add_argument("--learning-rate", type=float, default=0.5, help="first step (mm)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,51 +259,44 @@ def build_parser() -> argparse.ArgumentParser:
     # qmri pipeline <step>: what the workflow's rules run
     pl = sub.add_parser("pipeline", help="one step of the Snakemake workflow")
     steps = pl.add_subparsers(dest="step", required=True)
-    s = steps.add_parser("fit-vfa")
-    s.add_argument("--vfa", nargs="+", required=True)
-    s.add_argument("--b1")
+    fit_help = "fit a series in its native grid and register it to the session reference"
+    s = steps.add_parser("fit-vfa", help=fit_help)
+    s.add_argument("--vfa", nargs="+", required=True, help="flip-<i>_VFA images")
+    s.add_argument("--b1", type=Path, help="the session's TB1map")
     s.add_argument("--method", choices=["linear", "nlls"], default="nlls")
-    s.add_argument("--out", required=True, help="output prefix")
-    s = steps.add_parser("fit-t2")
-    s.add_argument("--echoes", nargs="+", required=True)
+    fit_steps = [s]
+    s = steps.add_parser("fit-t2", help=fit_help)
+    s.add_argument("--echoes", nargs="+", required=True, help="echo-<i>_MESE images")
     s.add_argument("--drop-first-echo", action="store_true")
-    s.add_argument("--out", required=True)
-    s = steps.add_parser("fit-adc")
+    fit_steps.append(s)
+    s = steps.add_parser("fit-adc", help=fit_help)
     s.add_argument("--dwi", required=True)
-    s.add_argument("--b-min", type=float, default=0.0)
-    s.add_argument("--b-max", type=float, default=None)
-    s.add_argument("--out", required=True)
-    s = steps.add_parser("register-series")
-    s.add_argument("--kind", required=True, choices=["VFA", "MESE", "MEGRE", "dwi"])
-    s.add_argument("--series", nargs="+", required=True)
-    s.add_argument("--reference", required=True)
-    s.add_argument("--out", required=True)
-    _add_registration_options(s)
-    s = steps.add_parser("register-session")
+    s.add_argument("--b-min", type=float, default=0.0, help="s/mm^2")
+    s.add_argument("--b-max", type=float, default=None, help="s/mm^2")
+    fit_steps.append(s)
+    for s in fit_steps:
+        s.add_argument("--out", required=True, help="output prefix of the maps")
+        s.add_argument("--reference", required=True, help="the session's reference image")
+        s.add_argument("--xfm", required=True, help="output: series -> reference transform")
+        _add_registration_options(s)
+    s = steps.add_parser("register-session", help="register a session to the baseline")
     s.add_argument("--reference", required=True)
     s.add_argument("--baseline", required=True)
     s.add_argument("--out", required=True)
     _add_registration_options(s)
-    s = steps.add_parser("derive-rois")
+    s = steps.add_parser("derive-rois", help="derive the contract's ROIs from baseline labels")
     s.add_argument("--dseg", required=True)
     s.add_argument("--reference", required=True)
     s.add_argument("--participants", required=True)
     s.add_argument("--subject", required=True)
     s.add_argument("--out", required=True)
-    s = steps.add_parser("pull-back-rois")
-    s.add_argument("--rois", required=True)
-    s.add_argument("--map", required=True)
-    s.add_argument("--series-xfm")
-    s.add_argument("--session-xfm", required=True)
-    s.add_argument("--out", required=True)
-    s = steps.add_parser("session-roistats")
+    s = steps.add_parser("session-roistats", help="ROI statistics of one session")
     s.add_argument(
-        "--map",
-        nargs=4,
-        action="append",
-        required=True,
-        metavar=("NAME", "MAP", "FITMASK", "ROIS"),
-    )
+        "--map", nargs=4, action="append", required=True,
+        metavar=("NAME", "MAP", "FITMASK", "SERIES_XFM"),
+    )  # fmt: skip
+    s.add_argument("--rois", required=True, help="derived ROIs on the baseline grid (4D)")
+    s.add_argument("--session-xfm", required=True, help="the session's ref -> baseline xfm")
     s.add_argument("--out", required=True)
     s = steps.add_parser("subject-tables")
     s.add_argument("--subject", required=True)

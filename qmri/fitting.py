@@ -4,6 +4,7 @@
   batch of voxels (each voxel its own small problem, all advanced together).
 * :func:`loglinear_wls` -- closed-form weighted straight-line fit of ``log S`` against ``x``
   (the linear start of every mono-exponential model).
+* :func:`weighted_line_fit` -- the weighted straight line underneath it.
 * :func:`r_squared` -- goodness of fit on the signal scale.
 * :func:`chunked` -- slices that bound temporary memory when fitting millions of voxels.
 """
@@ -23,6 +24,7 @@ __all__ = [
     "levenberg_marquardt",
     "loglinear_wls",
     "r_squared",
+    "weighted_line_fit",
 ]
 
 #: Voxels fitted together by default. A VFA fit with 10 flip angles needs roughly
@@ -129,6 +131,14 @@ def _solve_small(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.f
     return out
 
 
+def _rowwise(op: np.ufunc, a: NDArray) -> NDArray:
+    """Reduce the few columns of ``a`` with ``op`` (much faster than ``op.reduce(a, axis=1)``)."""
+    out = a[:, 0].copy()
+    for j in range(1, a.shape[1]):
+        op(out, a[:, j], out=out)
+    return out
+
+
 def _finite_rows(jac: NDArray[np.float64]) -> NDArray[np.bool_]:
     """True for voxels whose Jacobian is finite (a sum is cheaper than ``isfinite().all()``)."""
     return np.isfinite(np.einsum("ijk->i", jac))
@@ -230,7 +240,9 @@ def levenberg_marquardt(
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         p_all = np.clip(p_all, lo, hi)
-        idx = np.flatnonzero(np.isfinite(p_all).all(axis=1))
+        start_ok = np.isfinite(p_all).all(axis=1)
+        p_all[~start_ok] = np.nan
+        idx = np.flatnonzero(start_ok)
         p = p_all[idx]
         sub = tuple(a[idx] for a in args)
         r, jac = fun(p, *sub)
@@ -260,7 +272,7 @@ def levenberg_marquardt(
             if idx.size == 0:
                 break
             damped, grad, diag = _normal_equations(jac, r)
-            scale = np.maximum(diag, 1e-12 * diag.max(axis=1, keepdims=True) + 1e-300)
+            scale = np.maximum(diag, 1e-12 * _rowwise(np.maximum, diag)[:, None] + 1e-300)
             damped[:, np.arange(n_par), np.arange(n_par)] += lam[:, None] * scale
             step = -_solve_small(damped, grad)
             p_try = np.clip(p + step, lo, hi)
@@ -268,7 +280,7 @@ def levenberg_marquardt(
             cost_try = 0.5 * np.einsum("ij,ij->i", r_try, r_try)
             accept = (cost_try < cost) & _finite_rows(jac_try)
             dp = np.abs(p_try - p)
-            small_step = np.all(dp <= tol * (np.abs(p) + tol), axis=1)
+            small_step = _rowwise(np.logical_and, dp <= tol * (np.abs(p) + tol))
             small_gain = accept & (cost - cost_try <= tol * cost)
             p[accept], r[accept], jac[accept] = p_try[accept], r_try[accept], jac_try[accept]
             cost[accept] = cost_try[accept]
@@ -326,36 +338,59 @@ def loglinear_wls(
     2013;81:335-346. doi:10.1016/j.neuroimage.2013.05.028
     """
     s = np.asarray(signal, dtype=np.float64)
-    x = np.asarray(x, dtype=np.float64)
     pos = s > 0
     logs = np.log(s, out=np.zeros_like(s), where=pos)
     w = np.where(pos, s * s, 0.0)
+    intercept, slope, ok = weighted_line_fit(x, logs, w)
+    return intercept, -slope, ok
+
+
+def weighted_line_fit(
+    x: ArrayLike, y: ArrayLike, w: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+    r"""Weighted least-squares line :math:`y_i = a + c\,x_i` per voxel, closed form.
+
+    Parameters
+    ----------
+    x : (n_obs,) or (n_vox, n_obs) array_like
+        Regressor.
+    y : (n_vox, n_obs) array_like
+        Responses (entries with weight 0 may hold any finite value).
+    w : (n_vox, n_obs) array_like
+        Non-negative weights.
+
+    Returns
+    -------
+    intercept, slope : (n_vox,) ndarray
+    ok : (n_vox,) ndarray of bool
+        The line is determined (positive weight on at least two distinct x).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    # einsum, not .sum(axis=1) (slow over a short axis) or @ (BLAS threads for a matvec)
+    sw = np.einsum("ij->i", w)
+    wy = w * y
+    sy = np.einsum("ij->i", wy)
     if x.ndim == 1:
-        xc = x - x.mean()  # centring keeps the normal equations well conditioned
-        sw = w.sum(axis=1)
-        sx = w @ xc
-        sxx = w @ (xc * xc)
-        wl = w * logs
-        sy = wl.sum(axis=1)
-        sxy = wl @ xc
         shift = x.mean()
+        xc = x - shift  # centring keeps the normal equations well conditioned
+        sx = np.einsum("ij,j->i", w, xc)
+        sxx = np.einsum("ij,j->i", w, xc * xc)
+        sxy = np.einsum("ij,j->i", wy, xc)
     else:
         shift = x.mean(axis=1)
         xc = x - shift[:, None]
-        sw = w.sum(axis=1)
         sx = np.einsum("ij,ij->i", w, xc)
         sxx = np.einsum("ij,ij->i", w, xc * xc)
-        wl = w * logs
-        sy = wl.sum(axis=1)
-        sxy = np.einsum("ij,ij->i", wl, xc)
+        sxy = np.einsum("ij,ij->i", wy, xc)
     det = sw * sxx - sx * sx
     ok = (det > 1e-12 * sw * sxx) & (sw > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         slope = (sw * sxy - sx * sy) / det
-        intercept_c = (sy - slope * sx) / sw
-    intercept = intercept_c - slope * shift
+        intercept = (sy - slope * sx) / sw - slope * shift
     ok &= np.isfinite(slope) & np.isfinite(intercept)
-    return intercept, -slope, ok
+    return intercept, slope, ok
 
 
 def r_squared(
@@ -390,7 +425,7 @@ def r_squared(
         res = y - np.asarray(predicted, dtype=np.float64)
         ss_res = np.einsum("ij,ij->i", res, res)
     ss_res = np.asarray(ss_res, dtype=np.float64)
-    dev = y - y.mean(axis=1, keepdims=True)
+    dev = y - (np.einsum("ij->i", y) / y.shape[1])[:, None]
     ss_tot = np.einsum("ij,ij->i", dev, dev)
     with np.errstate(divide="ignore", invalid="ignore"):
         r2 = np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.where(ss_res == 0, 1.0, 0.0))

@@ -13,17 +13,23 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 
 from qmri.errors import QMRIInputError
+
+if TYPE_CHECKING:  # pandas is imported by the functions that write tables
+    import pandas as pd
 
 #: Float format of every CSV qmri writes: 6 significant digits, enough for T1 in s (0.5523) and
 #: ADC in mm^2/s (0.000891), and identical bytes for identical inputs.
 CSV_FLOAT_FORMAT = "%.6g"
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -48,6 +54,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     )
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, path)

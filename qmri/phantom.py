@@ -20,15 +20,18 @@ files). Dimensions (:data:`GEOMETRY`):
   centred on (x, y) = (0, 0); the disc has the same cross-section.
 - spinal canal: cylinder of radius 9 mm centred at y = -24.5 mm (touching the back of the
   body), running the whole FOV; it holds the spinal cord (elliptic, semi-axes 5 x 4 mm) in CSF.
-- pedicles + laminae: a ring of outer radius 15 mm around the canal, outside the body, within
-  the body's z-range; split by the sign of x into left (x < 0, ``pel``) and right (``per``).
+- pedicles + laminae: laminae as a ring of outer radius 15 mm around the canal, pedicles as
+  bars 6 <= |x| <= 13 mm from the canal's centre line (y = -24.5 mm) forward to the body; all
+  outside the body, within the body's z-range, and never between the canal and the body
+  (|x| < 6 mm, y > -24.5 mm); split by the sign of x into left (x < 0, ``pel``) and right
+  (``per``).
 - spinous process: a plate |x| <= 3 mm from the ring (y = -39.5 mm) to y = -60 mm, within the
   central 18 mm of the body's z-range (``pe``).
-- paraspinal muscles: elliptic cylinders at (x, y) = (+-20, -48) mm, semi-axes 15 x 13 mm.
-- aorta: cylinder of radius 10 mm at (x, y) = (-16, 27) mm (anterior-left of the bodies).
-- body outline: elliptic cylinder at (0, -12) mm, semi-axes 44 x 56 mm, filled with fat;
+- paraspinal muscles: elliptic cylinders at (x, y) = (+-18, -47) mm, semi-axes 13 x 12 mm.
+- aorta: cylinder of radius 10 mm at (x, y) = (-14, 24) mm (anterior-left of the bodies).
+- body outline: elliptic cylinder at (0, -14) mm, semi-axes 40 x 54 mm, filled with fat;
   air (zero signal) outside.
-- tumour (GTV): sphere of radius 8 mm centred at (-9, -9, 0) mm in the treated vertebral body,
+- tumour (GTV): sphere of radius 8 mm centred at (-9, -12, 0) mm in the treated vertebral body,
   posterolateral left so that it enters the left pedicle; it is intraosseous (clipped to the
   bone of the treated level) and overrides the ``vb``/``pel`` voxels it covers.
 
@@ -64,7 +67,7 @@ so that the extended-Tofts expression gives exactly the blood concentration ``Cb
 
 ADC truth is D: the perfusion compartment has decayed below 0.5 % of the signal at b = 200
 s/mm^2 for every tissue, so a mono-exponential fit on b >= 200 s/mm^2 of the noiseless signal
-recovers D within 1.5 % (marrow, the worst case, +1.0 %).
+recovers D within 0.5 % (tumour, the worst case, +0.4 %; marrow +0.2 %).
 
 Follow-up sessions (SBRT response; :data:`FOLLOW_UP_CHANGES`): the tumour's D rises by 30 % at
 ``fu1`` and 45 % at ``fu2``, its Ktrans and vp fall by 40 % (``fu1``) and 50 % (``fu2``); the
@@ -88,19 +91,24 @@ Acquisitions (:data:`PHANTOM_PROTOCOL`)
 - ``dwi``: b = 0 and b = 50, 100, 200, 400, 600, 800 s/mm^2 along x, y and z (19 volumes),
   TE 0.07 s, TR 4 s, fat-suppressed, IVIM ``S = S0 [(1-f) exp(-bD) + f exp(-bD*)]`` with
   ``S0 = PD (1 - FF) (1 - exp(-TR/T1)) exp(-TE/T2)``.
-- ``dce``: 40 frames every 6 s (frame k at t = 6 k s), SPGR, flip angle 15 deg, TR 0.004 s,
-  5 baseline frames, bolus arrival at t = 30 s. Blood concentration ``Cb(t)`` = Parker
-  population AIF (Parker et al. MRM 2006, Table 1) of ``t - 30 s``, zero before;
+- ``dce``: 32 frames every 7 s (frame k at t = 7 k s), SPGR, flip angle 15 deg, TR 0.004 s,
+  5 baseline frames, bolus arrival at t = 35 s (frame 5). Blood concentration ``Cb(t)`` =
+  Parker population AIF (Parker et al. MRM 2006, Table 1) of ``t - 35 s``, zero before;
   ``Cp = Cb / (1 - Hct)``, Hct 0.42; tissue ``C = vp Cp + Ktrans Cp (*) exp(-kep t)``,
   ``kep = Ktrans / ve`` (convolution on a 0.05 s grid); the aorta holds ``Cb``;
   ``R1(t) = 1/T1 + r1 C(t)`` with r1 = 4.5 /mM/s (gadoteridol at 1.5 T).
-- DWI and DCE are on a coarser grid (1.4 x the reference voxel size, same FOV); the other
-  series on the reference grid. Full size: 3.0 x 2.5 x 2.5 mm (x, y, z), FOV 96 x 124 x 170 mm;
-  ``small=True``: 6 x 5 x 5 mm. Image axes are x, y, z with a diagonal affine.
+- Full size: DWI and DCE on a coarser grid (1.5 x the reference voxel size, same FOV), the
+  other series on the reference grid: 3.0 x 2.5 x 2.5 mm (x, y, z; 29 x 46 x 64 voxels,
+  DWI/DCE 4.5 x 3.75 x 3.75 mm, 20 x 31 x 43), FOV 88 x 116 x 160 mm; ``small=True``:
+  6 x 5 x 5 mm (15 x 23 x 32) for every series, DWI and DCE included (a coarser DWI grid would
+  lose the cord). Image axes are x, y, z (diagonal affine).
+  The B1 map is stored as int16 with NIfTI scaling (0.1 percent steps).
 - Every magnitude series has Rician noise ``|S + n1 + i n2|``, ``n1, n2 ~ N(0, sigma^2)``, with
-  sigma (in PD units) chosen for realistic SNR (marrow: ~60 in the T2w, ~90 at 20 deg VFA,
-  ~160 at the last echo, ~25 at b = 800; tumour ~50 at 20 deg VFA) and stored as int16 with a
-  per-series scale so that sigma is 3 stored units (``protocol.json`` records the scales).
+  sigma (in PD units: T2w 0.005, VFA 0.0007, MESE 0.002, dwi 0.004, dce 0.0006) chosen for
+  realistic SNR: marrow ~60 in the T2w, ~100 at 20 deg VFA, ~160 at the last echo, ~32 at
+  b = 800, ~64 in the DCE baseline; tumour ~58 at 20 deg VFA, ~40 at b = 800, ~35 in the DCE
+  baseline; muscle ~33 at the last echo. Magnitudes are stored as int16 with a per-series scale
+  so that sigma is 2 stored units (``protocol.json`` records the scales).
 
 Follow-up motion
 ----------------
@@ -114,19 +122,34 @@ mapping a baseline world point to the follow-up world point (and its inverse).
 
 Layout
 ------
-Raw: ``dataset_description.json``, ``README``, ``participants.tsv/.json``, ``.bidsignore``,
-``sub-<s>/sub-<s>_sessions.tsv`` and per session ``anat/*_T2w``, ``anat/*_flip-<i>_VFA``,
-``anat/*_echo-<i>_MESE``, ``fmap/*_TB1map``, ``dwi/*_dwi`` (+ ``.bval``, ``.bvec``),
-``perf/*_dce``. ``derivatives/labels``: baseline ``*_dseg.nii.gz`` + ``.tsv``.
-``derivatives/truth``: ``protocol.json``, ``tissue_parameters.tsv``, ``aif.tsv`` (time s, cp mM,
-cb mM at the frame times) and per session truth maps (``desc-truth_<map>``), the tissue map
-(``desc-tissue_dseg``), the labels in the session's position (``desc-truth_dseg``), the true
-B1 map and the motion file.
+Raw: ``dataset_description.json``, ``README``, ``participants.tsv`` (``participant_id``,
+``treated_levels``, ``age``, ``sex``, ``dose_gy``, ``fractions``) + ``participants.json``,
+``sessions.json`` (column descriptions), ``.bidsignore`` (``perf/*_dce.*``),
+``sub-<s>/sub-<s>_sessions.tsv`` (``session_id`` as ``ses-<label>``, ``days_from_sbrt``) and per
+session ``anat/*_T2w``, ``anat/*_flip-<i>_VFA``, ``anat/*_echo-<i>_MESE``, ``fmap/*_TB1map``,
+``dwi/*_dwi`` (+ ``.bval``, ``.bvec``; b = 0 vector ``0 0 0``), ``perf/*_dce``.
+
+``derivatives/labels/sub-<s>/ses-<baseline>/anat/*_dseg.nii.gz`` (int16) + ``*_dseg.tsv``
+(``index``, ``name``; background 0 not listed; :func:`label_names`: per level, superior to
+inferior, ``vb``, ``pel``, ``per``, ``pe``, ``cord``, then ``csf``, ``aorta``, ``tumor``).
+
+``derivatives/truth``: ``protocol.json`` (protocol, Parker parameters, r1, Hct, stored scales,
+geometry, grids, B1 polynomial), ``tissue_parameters.tsv`` (``session``, ``session_kind``,
+``tissue`` and :data:`PARAMETERS`), ``aif.tsv`` (``time`` s, ``cp`` and ``cb`` mM at the frame
+times; usable as ``--aif``), ``.bidsignore``, and per session under
+``sub-<s>/ses-<t>/``: ``anat/*_desc-truth_<map>.nii.gz`` (float32, :data:`TRUTH_MAPS`: T1map,
+T2map, ADC, D, f, Dstar, Ktrans, ve, vp, M0map, FF; JSON sidecar with ``Units``; 0 in air),
+``anat/*_desc-tissue_dseg`` (+ tsv, :data:`TISSUE_INDEX`), ``anat/*_desc-truth_dseg`` (+ tsv,
+the contract labels in that session's position; at baseline identical to the labels),
+``fmap/*_desc-truth_TB1map`` (noiseless B1, percent) and ``*_desc-truth_motion.json``.
+:func:`anatomy_on_grid` evaluates the same tissue and label maps on any grid (e.g. the DWI/DCE
+grid), as seen in any session.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -155,10 +178,12 @@ __all__ = [
     "Geometry",
     "PhantomProtocol",
     "Tissue",
+    "anatomy_on_grid",
     "label_names",
     "parker_aif",
     "rotation_matrix",
     "session_kinds",
+    "subject_layout",
     "tissue_parameters",
     "write_phantom_dataset",
 ]
@@ -360,10 +385,10 @@ class PhantomProtocol:
     dce_flip_angle_deg: float = 15.0
     dce_tr_s: float = 0.004
     dce_te_s: float = 0.0015
-    dce_n_frames: int = 40
-    dce_frame_interval_s: float = 6.0
+    dce_n_frames: int = 32
+    dce_frame_interval_s: float = 7.0
     dce_baseline_frames: int = 5
-    dce_bolus_arrival_s: float = 30.0
+    dce_bolus_arrival_s: float = 35.0
     contrast_agent: str = "gadoteridol"
     r1_per_mM_s: float = R1_RELAXIVITY
     hematocrit: float = HEMATOCRIT
@@ -375,14 +400,17 @@ class PhantomProtocol:
             "T2w": 0.005,
             "VFA": 0.0007,
             "MESE": 0.002,
-            "dwi": 0.005,
-            "dce": 0.0012,
+            "dwi": 0.004,
+            "dce": 0.0006,
         }
     )
     #: Noise sigma in stored int16 units (sets each series' scale).
-    noise_sigma_stored: float = 3.0
-    #: Coarse (DWI, DCE) voxel size relative to the reference voxel size.
-    coarse_factor: float = 1.4
+    noise_sigma_stored: float = 2.0
+    #: Coarse (DWI, DCE) voxel size relative to the reference voxel size (full, small phantom);
+    #: the small phantom keeps DWI and DCE on the reference grid, as its 6 x 5 mm voxels already
+    #: leave the cord (10 x 8 mm) only one or two voxels wide.
+    coarse_factor: float = 1.5
+    coarse_factor_small: float = 1.0
     #: Reference voxel size (mm) for the full and the small phantom.
     voxel_mm: tuple[float, float, float] = (3.0, 2.5, 2.5)
     voxel_mm_small: tuple[float, float, float] = (6.0, 5.0, 5.0)
@@ -462,21 +490,22 @@ class Geometry:
     canal_y: float = -24.5
     canal_radius: float = 9.0
     ring_outer_radius: float = 15.0
+    pedicle_x: tuple[float, float] = (6.0, 13.0)
     cord_semi_x: float = 5.0
     cord_semi_y: float = 4.0
     spinous_half_width: float = 3.0
     spinous_y_end: float = -60.0
     spinous_half_height: float = 9.0
-    muscle_centre: tuple[float, float] = (20.0, -48.0)
-    muscle_semi: tuple[float, float] = (15.0, 13.0)
-    aorta_centre: tuple[float, float] = (-16.0, 27.0)
+    muscle_centre: tuple[float, float] = (18.0, -47.0)
+    muscle_semi: tuple[float, float] = (13.0, 12.0)
+    aorta_centre: tuple[float, float] = (-14.0, 24.0)
     aorta_radius: float = 10.0
-    outline_centre: tuple[float, float] = (0.0, -12.0)
-    outline_semi: tuple[float, float] = (44.0, 56.0)
-    tumor_centre: tuple[float, float, float] = (-9.0, -9.0, 0.0)
+    outline_centre: tuple[float, float] = (0.0, -14.0)
+    outline_semi: tuple[float, float] = (40.0, 54.0)
+    tumor_centre: tuple[float, float, float] = (-9.0, -12.0, 0.0)
     tumor_radius: float = 8.0
     #: Field of view (min, max) per axis in the anatomy frame.
-    fov: tuple[tuple[float, float], ...] = ((-48.0, 48.0), (-74.0, 50.0), (-85.0, 85.0))
+    fov: tuple[tuple[float, float], ...] = ((-44.0, 44.0), (-72.0, 44.0), (-80.0, 80.0))
 
     @property
     def pitch(self) -> float:
@@ -547,8 +576,18 @@ def _anatomy(
     r_canal = np.hypot(x, y - geo.canal_y)
     canal = r_canal <= geo.canal_radius
     cord = _ellipse(x, y, 0.0, geo.canal_y, geo.cord_semi_x, geo.cord_semi_y)
-    ring = (r_canal > geo.canal_radius) & (r_canal <= geo.ring_outer_radius) & ~body_xs
-    ring &= in_body_z
+    # laminae (ring around the canal) and pedicles (bars from the ring to the body, lateral to
+    # the canal); no bone between the canal and the body
+    ring = (r_canal > geo.canal_radius) & (r_canal <= geo.ring_outer_radius)
+    pedicles = (
+        (np.abs(x) >= geo.pedicle_x[0])
+        & (np.abs(x) <= geo.pedicle_x[1])
+        & (y >= geo.canal_y)
+        & (y <= 0.0)
+        & ~canal
+    )
+    ring = (ring | pedicles) & ~body_xs & in_body_z
+    ring &= ~((y > geo.canal_y) & (np.abs(x) < geo.pedicle_x[0]))
     spinous = (
         (np.abs(x) <= geo.spinous_half_width)
         & (y < geo.canal_y - geo.ring_outer_radius)
@@ -577,7 +616,7 @@ def _anatomy(
     t = TISSUE_INDEX
     tissue = np.zeros(x.shape, dtype=np.int16)
     tissue[outline] = t["fat"]
-    tissue[muscle] = t["muscle"]
+    tissue[muscle & outline] = t["muscle"]
     tissue[aorta] = t["blood"]
     tissue[canal] = t["csf"]
     tissue[cord] = t["cord"]
@@ -620,6 +659,66 @@ class _Grid:
         )
 
 
+def subject_layout(subject: int) -> tuple[tuple[str, ...], str, np.ndarray]:
+    """Return the labelled levels, the treated level and the treated body's centre of a subject.
+
+    Parameters
+    ----------
+    subject : int
+        0-based subject index (``sub-01`` is 0).
+
+    Returns
+    -------
+    levels : tuple of str
+        Labelled levels, superior to inferior (``LEVEL_SETS[subject % 4]``).
+    treated : str
+        The treated level (the middle one).
+    centre : ndarray, shape (3,)
+        World position (RAS+, mm) of the treated vertebral body's centre at baseline; it does not
+        depend on the seed.
+    """
+    levels = LEVEL_SETS[subject % len(LEVEL_SETS)]
+    centre = np.array([1.0 + 0.5 * subject, 22.0 - subject, -38.0 + 7.0 * subject])
+    return levels, levels[len(levels) // 2], centre
+
+
+def anatomy_on_grid(
+    affine: np.ndarray,
+    shape: Sequence[int],
+    *,
+    subject: int = 0,
+    baseline_to_session: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluate the phantom's tissue and label maps at the voxel centres of any grid.
+
+    Parameters
+    ----------
+    affine : (4, 4) ndarray
+        Voxel to world (RAS+, mm) transform of the grid.
+    shape : sequence of 3 int
+        Grid shape.
+    subject : int, default 0
+        0-based subject index (levels and position from :func:`subject_layout`).
+    baseline_to_session : (4, 4) ndarray, optional
+        ``baseline_to_session_ras`` of a session's motion file; the anatomy is shown as seen in
+        that session (world point ``p`` shows baseline point ``inv(M) p``). None: baseline.
+
+    Returns
+    -------
+    tissue : ndarray of int16
+        Tissue map (:data:`TISSUE_INDEX`, 0 = air).
+    labels : ndarray of int16
+        Contract labels (:func:`label_names` of the subject's levels, 0 = background).
+    """
+    grid = _Grid((int(shape[0]), int(shape[1]), int(shape[2])), np.asarray(affine, dtype=float))
+    p = grid.world()
+    if baseline_to_session is not None:
+        inv = np.linalg.inv(np.asarray(baseline_to_session, dtype=float))
+        p = np.einsum("ij,j...->i...", inv[:3, :3], p) + inv[:3, 3].reshape(3, 1, 1, 1)
+    levels, treated, centre = subject_layout(subject)
+    return _anatomy(p - centre.reshape(3, 1, 1, 1), len(levels), levels.index(treated))
+
+
 def _make_grid(origin: np.ndarray, voxel: Sequence[float], geo: Geometry = GEOMETRY) -> _Grid:
     """Grid of voxel size ``voxel`` (mm) covering the FOV, placed at world ``origin``."""
     lo = np.array([f[0] for f in geo.fov]) + origin
@@ -659,12 +758,6 @@ class _Motion:
         m[:3, :3] = r
         m[:3, 3] = self.centre_mm + self.translation_mm - r @ self.centre_mm
         return m
-
-    def to_baseline(self, p: np.ndarray) -> np.ndarray:
-        """Baseline world points ``q = R^T (p - c - t) + c`` of session points ``p`` (3, ...)."""
-        shift = (self.centre_mm + self.translation_mm).reshape(3, *([1] * (p.ndim - 1)))
-        c = self.centre_mm.reshape(shift.shape)
-        return np.einsum("ji,j...->i...", self.rotation, p - shift) + c
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -709,13 +802,11 @@ def _b1_coefficients(rng: np.random.Generator, span: tuple[float, float]) -> np.
     g = np.linspace(-1.0, 1.0, 41)
     xn, zn = np.meshgrid(g, g, indexing="ij")
     dev = np.tensordot(coeffs, np.stack([xn, zn, xn**2 - 1 / 3, zn**2 - 1 / 3, xn * zn]), 1)
-    half = (span[1] - span[0]) / 2
-    centre = (span[1] + span[0]) / 2 - 1.0
-    scale = half / (dev.max() - dev.min()) * 2
-    coeffs = coeffs * scale
-    # shift: constant offset so that the extremes land on the span (absorbed in the mean term)
-    offset = centre - (dev.max() + dev.min()) / 2 * scale
-    return np.concatenate([coeffs, [offset]])
+    # rescale the deviation to the span's width, then shift its mid-range to the span's centre;
+    # the returned sixth coefficient is that constant shift
+    scale = (span[1] - span[0]) / (dev.max() - dev.min())
+    offset = (span[1] + span[0]) / 2 - 1.0 - (dev.max() + dev.min()) / 2 * scale
+    return np.concatenate([coeffs * scale, [offset]])
 
 
 def _b1_ratio(p: np.ndarray, coeffs: np.ndarray, fov_lo: np.ndarray, fov_hi: np.ndarray):
@@ -818,14 +909,19 @@ def _write_tsv(rows: Sequence[Sequence[Any]], columns: Sequence[str], path: Path
 
 
 def _save_b1(percent: np.ndarray, affine: np.ndarray, path: Path, sidecar: dict) -> None:
-    """Write a B1 map (percent) as int16 with NIfTI scaling (resolution ~0.001 percent)."""
-    img = nib.Nifti1Image(percent.astype(np.float32), affine)
-    img.set_data_dtype(np.int16)
+    """Write a B1 map (percent) as int16 with NIfTI scaling: value = stored x 0.1 percent."""
+    slope = 0.1
+    raw = np.clip(np.rint(percent / slope), 0, np.iinfo(np.int16).max).astype(np.int16)
+    img = nib.Nifti1Image(raw, affine)
     img.header.set_xyzt_units("mm", "sec")
     img.header.set_qform(affine, code=1)
     img.header.set_sform(affine, code=1)
+    blob = img.to_bytes()
+    header = nib.Nifti1Header(blob[:348])
+    header["scl_slope"] = slope
+    header["scl_inter"] = 0.0
     with atomic_output(path) as tmp:
-        nib.save(img, str(tmp))
+        tmp.write_bytes(gzip.compress(header.binaryblock + blob[348:], mtime=0))
     write_json(sidecar, sidecar_path(path))
 
 
@@ -878,7 +974,7 @@ _PARTICIPANTS_JSON: dict[str, Any] = {
 }
 
 _SESSIONS_JSON: dict[str, Any] = {
-    "session_id": {"Description": "Session label"},
+    "session_id": {"Description": "Session identifier (ses-<label>)"},
     "days_from_sbrt": {
         "Description": "Days from the first SBRT fraction (negative: before treatment)",
         "Units": "day",
@@ -933,10 +1029,11 @@ class _Subject:
 
 def _make_subject(i: int, sessions: Sequence[str], seed: int) -> _Subject:
     rng = np.random.default_rng([seed, i, 0])
-    levels = LEVEL_SETS[i % len(LEVEL_SETS)]
-    treated = len(levels) // 2
-    centre = np.array([1.0 + 0.5 * i, 22.0 - i, -38.0 + 7.0 * i])
+    levels, treated_level, centre = subject_layout(i)
     b1 = _b1_coefficients(rng, PHANTOM_PROTOCOL.b1_range)
+    dose, fx = [(24.0, 2), (27.0, 3), (35.0, 5), (18.0, 1)][int(rng.integers(0, 4))]
+    age = int(rng.integers(45, 81))
+    sex = str(rng.choice(["M", "F"]))
     kinds = session_kinds(sessions)
     motions = {}
     days = {}
@@ -947,17 +1044,16 @@ def _make_subject(i: int, sessions: Sequence[str], seed: int) -> _Subject:
         else:
             motions[ses] = _draw_motion(rng, centre)
             days[ses] = _DAYS_FROM_SBRT[kind] + int(rng.integers(-10, 11))
-    dose, fx = [(24.0, 2), (27.0, 3), (35.0, 5), (18.0, 1)][int(rng.integers(0, 4))]
     return _Subject(
         label=f"{i + 1:02d}",
         levels=levels,
-        treated=treated,
+        treated=levels.index(treated_level),
         centre=centre,
         b1_coeffs=b1,
         motions=motions,
         days=days,
-        age=int(rng.integers(45, 81)),
-        sex=str(rng.choice(["M", "F"])),
+        age=age,
+        sex=sex,
         dose_gy=dose,
         fractions=fx,
     )
@@ -992,14 +1088,13 @@ def _write_session(
     sdir = root / f"sub-{subj.label}" / f"ses-{ses}"
     fov_lo = np.array([f[0] for f in GEOMETRY.fov]) + subj.centre
     fov_hi = np.array([f[1] for f in GEOMETRY.fov]) + subj.centre
-    n_levels = len(subj.levels)
 
     def anatomy(grid: _Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p = grid.world()
-        q = p if kind == "pre" else motion.to_baseline(p)
-        u = q - subj.centre.reshape(3, 1, 1, 1)
-        tissue, labels = _anatomy(u, n_levels, subj.treated)
-        return tissue, labels, _b1_ratio(p, subj.b1_coeffs, fov_lo, fov_hi)
+        matrix = None if kind == "pre" else motion.matrix
+        tissue, labels = anatomy_on_grid(
+            grid.affine, grid.shape, subject=i_subj, baseline_to_session=matrix
+        )
+        return tissue, labels, _b1_ratio(grid.world(), subj.b1_coeffs, fov_lo, fov_hi)
 
     def noisy(series: str, signal: np.ndarray, stream: str = "") -> np.ndarray:
         rng = _noise_rng(seed, i_subj, j_ses, series + stream)
@@ -1008,7 +1103,7 @@ def _write_session(
 
     tissue, labels, b1 = anatomy(ref)
     tissue_c, _, _ = anatomy(coarse)
-    common = {"MagneticFieldStrength": proto.field_strength_t, "Manufacturer": "qmri phantom"}
+    common = _scanner_metadata(proto)
 
     # T2w reference
     t2w = _spin_echo(table, proto.t2w_tr_s, np.array([proto.t2w_te_s]))[:, 0][tissue]
@@ -1025,6 +1120,8 @@ def _write_session(
             "ScanningSequence": "SE",
             "SequenceVariant": "NONE",
             "PulseSequenceType": "Spin Echo",
+            "MRAcquisitionType": "2D",
+            "SequenceName": "se",
         },
     )
 
@@ -1049,6 +1146,10 @@ def _write_session(
                 "ScanningSequence": "GR",
                 "SequenceVariant": "SP",
                 "SpoilingState": True,
+                "SpoilingType": "COMBINED",
+                "SpoilingRFPhaseIncrement": 117,
+                "MRAcquisitionType": "3D",
+                "SequenceName": "spgr",
                 "MTState": False,
             },
         )
@@ -1060,7 +1161,19 @@ def _write_session(
         b1_meas,
         ref.affine,
         sdir / "fmap" / f"{stem}_TB1map.nii.gz",
-        {**common, "IntendedFor": vfa_names, "Units": "percent"},
+        {
+            **common,
+            "IntendedFor": vfa_names,
+            "Units": "percent",
+            "EchoTime": 0.002,
+            "FlipAngle": 60,
+            "RepetitionTime": 0.1,
+            "ScanningSequence": "GR",
+            "SequenceVariant": "SP",
+            "SequenceName": "afi",
+            "PulseSequenceType": "Actual flip angle imaging (AFI)",
+            "MRAcquisitionType": "3D",
+        },
     )
 
     # MESE
@@ -1078,6 +1191,9 @@ def _write_session(
                 "ScanningSequence": "SE",
                 "SequenceVariant": "NONE",
                 "PulseSequenceType": "Multi-echo Spin Echo",
+                "FlipAngle": 90,
+                "MRAcquisitionType": "2D",
+                "SequenceName": "mese",
             },
         )
 
@@ -1095,6 +1211,12 @@ def _write_session(
             "RepetitionTime": proto.dwi_tr_s,
             "PhaseEncodingDirection": "j",
             "TotalReadoutTime": 0.05,
+            "FlipAngle": 90,
+            "ScanningSequence": "EP",
+            "SequenceVariant": "SK",
+            "SequenceName": "ep_b",
+            "PulseSequenceType": "Diffusion-weighted spin-echo EPI, fat-suppressed",
+            "MRAcquisitionType": "2D",
         },
     )
     bvals = proto.dwi_bvals_all
@@ -1123,11 +1245,27 @@ def _write_session(
             "ContrastBolusIngredient": "GADOLINIUM",
             "ContrastAgent": proto.contrast_agent,
             "PulseSequenceType": "SPGR",
+            "MRAcquisitionType": "3D",
+            "SequenceName": "spgr_dce",
         },
     )
 
     _write_truth(root / "derivatives" / "truth", subj, ses, ref, tissue, labels, b1, table)
     return labels
+
+
+def _scanner_metadata(proto: PhantomProtocol) -> dict[str, Any]:
+    """Sidecar keys shared by every series of the (simulated) scanner."""
+    return {
+        "MagneticFieldStrength": proto.field_strength_t,
+        "Manufacturer": "qmri",
+        "ManufacturersModelName": "digital reference object (qmri.phantom)",
+        "SoftwareVersions": __version__,
+        "DeviceSerialNumber": "qmri-phantom",
+        "StationName": "qmri-phantom",
+        "PulseSequenceDetails": "analytic signal equations, see qmri.phantom",
+        "NonlinearGradientCorrection": False,
+    }
 
 
 def _write_dseg(data: np.ndarray, affine: np.ndarray, names: Mapping[int, str], path: Path):
@@ -1307,8 +1445,8 @@ def write_phantom_dataset(
         Seed of the noise, motion, B1 field, clinical columns and session days; the same seed
         gives identical files.
     small : bool, default False
-        Coarse grid (6 x 5 x 5 mm, about 1 MB per subject and session) for fast tests, with the
-        same anatomy, protocol, layout and files.
+        Coarse grid (6 x 5 x 5 mm for every series, about 0.5 MB per subject and session) for
+        fast tests, with the same anatomy, protocol, layout and files.
 
     Returns
     -------
@@ -1326,17 +1464,18 @@ def write_phantom_dataset(
     root.mkdir(parents=True, exist_ok=True)
     proto = PHANTOM_PROTOCOL
     voxel = np.array(proto.voxel_mm_small if small else proto.voxel_mm)
+    coarse = proto.coarse_factor_small if small else proto.coarse_factor
     kinds = session_kinds(sessions)
     subjects = [_make_subject(i, sessions, int(seed)) for i in range(n_subjects)]
     grids: dict[str, tuple[_Grid, _Grid]] = {}
     for i, subj in enumerate(subjects):
         grid_pair = (
             _make_grid(subj.centre, voxel),
-            _make_grid(subj.centre, voxel * proto.coarse_factor),
+            _make_grid(subj.centre, voxel * coarse),
         )
         grids[subj.label] = grid_pair
         _write_tsv(
-            [(ses, subj.days[ses]) for ses in sessions],
+            [(f"ses-{ses}", subj.days[ses]) for ses in sessions],
             ("session_id", "days_from_sbrt"),
             root / f"sub-{subj.label}" / f"sub-{subj.label}_sessions.tsv",
         )

@@ -12,14 +12,13 @@ import logging
 import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 
 import qmri
-from qmri import bids, labels, rois, stats, tables
+from qmri import bids
 from qmri.errors import QMRIInputError
 from qmri.io import (
     atomic_output,
@@ -31,17 +30,12 @@ from qmri.io import (
     write_csv,
     write_json,
 )
-from qmri.models import ADCModel, ModelFit, MonoExponentialModel, VFAModel
-from qmri.registration import (
-    identity_transform,
-    nifti_to_sitk,
-    pull_back_labels,
-    read_transform,
-    register_rigid,
-    resample_linear,
-    transform_to_matrix,
-    write_transform,
-)
+
+if TYPE_CHECKING:
+    from qmri.models import ModelFit
+
+# Each step imports the heavy modules it needs (pandas, scipy.stats, SimpleITK) itself: a
+# workflow job is one process, and importing everything would cost every job seconds.
 
 log = logging.getLogger("qmri")
 
@@ -146,6 +140,8 @@ def load_b1_on_grid(
     map is resampled by world coordinates (trilinear); voxels outside its field of view get
     NaN and therefore fail the fit rather than being silently given the nominal angle.
     """
+    from qmri.registration import resample_linear
+
     img = load_nifti(b1_path, ndim=3)
     ratio, convention = bids.b1_ratio(read_data(img), b1_path)
     if img.shape == shape and np.allclose(img.affine, affine, atol=1e-3):
@@ -167,6 +163,8 @@ def fit_vfa(
     mask_path: Path | None = None,
 ) -> list[Path]:
     """Fit T1 (s) and M0 from a VFA collection, B1-corrected when a TB1map is given."""
+    from qmri.models import VFAModel
+
     series = bids.load_vfa(vfa_paths)
     model = VFAModel(
         series.parameters["FlipAngle"],
@@ -200,6 +198,8 @@ def fit_multi_echo(
     mask_path: Path | None = None,
 ) -> list[Path]:
     """Fit T2 (or T2*) in s and S0 from a multi-echo collection."""
+    from qmri.models import MonoExponentialModel
+
     series = bids.load_multi_echo(paths)
     model = MonoExponentialModel(
         series.parameters["EchoTime"], drop_first_echo=drop_first_echo, quantity=quantity
@@ -224,6 +224,8 @@ def fit_adc(
     mask_path: Path | None = None,
 ) -> list[Path]:
     """Fit the apparent diffusion coefficient (mm^2/s) and S0 of a DWI series."""
+    from qmri.models import ADCModel
+
     series = bids.load_dwi(dwi_path, bval=bval_path)
     model = ADCModel(series.parameters["bvals"], b_min=b_min, b_max=b_max)
     fit = model.fit(series.data, mask=_load_mask(mask_path, series))
@@ -298,6 +300,8 @@ def register_series(
 
     Series of one session share the scanner frame, so the registration starts at identity.
     """
+    from qmri.registration import nifti_to_sitk, register_rigid, write_transform
+
     data, affine = series_reference(kind, paths)
     ref = load_nifti(reference_path, ndim=3)
     moving = nifti_to_sitk(nib.Nifti1Image(data.astype(np.float32), affine))
@@ -315,6 +319,13 @@ def register_session(
     options: Mapping[str, Any],
 ) -> Path:
     """Register a session's reference to the baseline reference (identity for the baseline)."""
+    from qmri.registration import (
+        identity_transform,
+        nifti_to_sitk,
+        register_rigid,
+        write_transform,
+    )
+
     if Path(reference_path).resolve() == Path(baseline_reference_path).resolve():
         write_transform(identity_transform(), out_xfm)
         write_json(
@@ -347,32 +358,28 @@ def derive_subject_rois(
 ) -> Path:
     """Derive the contract's ROIs from the baseline labels; write them as one 4D mask.
 
-    The ROI names, in volume order, go to ``<out_mask>.tsv`` beside the image
-    (``index``, ``roi``).
+    The ROI names, in volume order, go to a ``.tsv`` beside the image (``index``, ``roi``).
     """
+    from qmri import labels, rois, tables
+
     tsv_path = Path(str(dseg_path).replace(".nii.gz", ".tsv"))
     table = labels.read_dseg_tsv(tsv_path)
     img = load_nifti(dseg_path, ndim=3)
     ref = load_nifti(reference_path, ndim=3)
     if img.shape != ref.shape or not np.allclose(img.affine, ref.affine, atol=1e-3):
         raise QMRIInputError(
-            f"label grid {img.shape} does not match its reference {reference_path.name} "
+            f"label grid {img.shape} does not match its reference {Path(reference_path).name} "
             f"{ref.shape} (labels must be drawn on the baseline reference)",
             dseg_path,
         )
-    data = np.asarray(img.dataobj)
-    if not np.allclose(data, np.round(data)):
-        raise QMRIInputError("label map holds non-integer values", dseg_path)
-    data = np.round(data).astype(np.int32)
-    labels.check_labels(data, table, dseg_path)
+    data = labels.check_labels(np.asarray(img.dataobj), table, dseg_path)
     participants = tables.read_participants_tsv(participants_path)
     row = participants[participants["participant_id"] == f"sub-{subject}"]
     if row.empty or "treated_levels" not in participants.columns:
         raise QMRIInputError(
             f"no treated_levels for sub-{subject} (needed to derive the ROIs)", participants_path
         )
-    treated = row.iloc[0]["treated_levels"]
-    derived = rois.derive_rois(data, table, list(treated))
+    derived = rois.derive_rois(data, table, list(row.iloc[0]["treated_levels"]))
     stack, names = rois.rois_to_4d(derived)
     save_nifti(stack, img.affine, out_mask, dtype=np.uint8)
     _write_roi_names(names, out_mask)
@@ -384,52 +391,58 @@ def _roi_names_path(mask_path: Path) -> Path:
 
 
 def _write_roi_names(names: Sequence[str], mask_path: Path) -> None:
-    table = pd.DataFrame({"index": range(len(names)), "roi": list(names)})
+    text = "index\troi\n" + "".join(f"{i}\t{name}\n" for i, name in enumerate(names))
     with atomic_output(_roi_names_path(mask_path)) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, lineterminator="\n")
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _read_roi_names(mask_path: Path) -> list[str]:
     path = _roi_names_path(mask_path)
     if not path.exists():
         raise QMRIInputError("ROI name table not found", path)
-    return pd.read_csv(path, sep="\t")["roi"].tolist()
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()[1:]]
+    return [row[1] for row in rows if len(row) == 2]
 
 
 def series_to_baseline_matrix(series_xfm: Path | None, session_xfm: Path) -> np.ndarray:
     """RAS matrix taking a point of a series grid to the baseline reference's world frame.
 
-    ``series_xfm`` (``from-<series>_to-<ref>``) maps reference points to series points and
-    ``session_xfm`` (``from-<ref>_to-baseline``) maps baseline points to reference points; the
+    ``series_xfm`` (``from-<series>_to-ref``) maps reference points to series points and
+    ``session_xfm`` (``from-ref_to-baseline``) maps baseline points to reference points; the
     composition is inverted once, as a matrix, so nothing is resampled twice.
     """
+    from qmri.registration import read_transform, transform_to_matrix
+
     m = transform_to_matrix(read_transform(session_xfm))
     if series_xfm is not None:
         m = transform_to_matrix(read_transform(series_xfm)) @ m
     return np.linalg.inv(m)
 
 
-def pull_back_rois(
+def rois_on_grid(
     rois_mask: Path,
-    map_path_: Path,
+    shape: tuple[int, int, int],
+    affine: np.ndarray,
     series_xfm: Path | None,
     session_xfm: Path,
-    out_mask: Path,
-) -> Path:
-    """Bring the baseline ROI masks to a map's native grid (nearest neighbour)."""
+) -> dict[str, np.ndarray]:
+    """The baseline ROI masks on a map's native grid (nearest neighbour, one lookup)."""
+    from qmri.registration import pull_back_labels
+
     mask_img = load_nifti(rois_mask, ndim=4)
-    target = load_nifti(map_path_, ndim=3)
-    m = series_to_baseline_matrix(series_xfm, session_xfm)
+    names = _read_roi_names(rois_mask)
+    if len(names) != mask_img.shape[3]:
+        raise QMRIInputError(
+            f"{len(names)} ROI names for {mask_img.shape[3]} volumes", _roi_names_path(rois_mask)
+        )
     native = pull_back_labels(
         np.asarray(mask_img.dataobj, dtype=np.uint8),
         mask_img.affine,
-        target.shape,
-        target.affine,
-        m,
+        shape,
+        affine,
+        series_to_baseline_matrix(series_xfm, session_xfm),
     )
-    save_nifti(native, target.affine, out_mask, dtype=np.uint8)
-    _write_roi_names(_read_roi_names(rois_mask), out_mask)
-    return out_mask
+    return {name: native[..., i].astype(bool) for i, name in enumerate(names)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,30 +451,38 @@ def pull_back_rois(
 
 
 def session_roistats(
-    maps: Sequence[tuple[str, Path, Path, Path]],
+    maps: Sequence[tuple[str, Path, Path, Path | None]],
+    rois_mask: Path,
+    session_xfm: Path,
     out_csv: Path,
 ) -> Path:
     """ROI statistics of one session: rows (roi, map, unit, statistics...).
 
     Parameters
     ----------
-    maps : sequence of (name, map, fitmask, native ROI mask)
-        Each parameter map with its fit mask and the ROI masks on its grid.
+    maps : sequence of (name, map, fitmask, series transform)
+        Each parameter map with its fit mask and the transform of its series to the session
+        reference (``from-<series>_to-ref``).
+    rois_mask : path
+        The subject's derived ROIs on the baseline grid (4D, names in the ``.tsv`` beside it).
+    session_xfm : path
+        The session's ``from-ref_to-baseline`` transform.
     """
+    import pandas as pd
+
+    from qmri import stats
+
     frames = []
-    for name, path, fitmask_path, mask_path in maps:
+    for name, path, fitmask_path, series_xfm in maps:
         img = load_nifti(path, ndim=3)
         unit = read_json(sidecar_path(path)).get("Units", "")
         values = read_data(img)
         valid = read_data(load_nifti(fitmask_path, ndim=3)) > 0
-        mask_img = load_nifti(mask_path, ndim=4)
-        names = _read_roi_names(mask_path)
-        masks = np.asarray(mask_img.dataobj, dtype=bool)
-        zooms = np.abs(np.linalg.det(img.affine[:3, :3]))
-        roi_masks = {roi: masks[..., i] for i, roi in enumerate(names)}
+        roi_masks = rois_on_grid(rois_mask, img.shape, img.affine, series_xfm, session_xfm)
+        voxel_ml = abs(np.linalg.det(img.affine[:3, :3])) / 1000.0
         frames.append(
             stats.session_roistats(
-                {name: (values, unit, valid)}, {name: roi_masks}, {name: zooms / 1000.0}
+                {name: (values, unit, valid)}, {name: roi_masks}, {name: voxel_ml}
             )
         )
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -477,15 +498,17 @@ def subject_tables(
     out_response: Path,
 ) -> tuple[Path, Path]:
     """Assemble a subject's ``roistats.csv`` and ``response.csv`` from its sessions."""
+    from qmri import tables
+
     days = tables.read_sessions_tsv(sessions_tsv)
     per_session = []
     for path in session_csvs:
         session = Path(path).name.split("_ses-")[1].split("_")[0]
         if session not in days:
             raise QMRIInputError(f"session '{session}' has no row", sessions_tsv)
-        df = tables.read_table(path) if Path(path).stat().st_size > 1 else pd.DataFrame()
-        if df.empty:
+        if Path(path).stat().st_size <= 1:
             continue  # a session with no fitted map has no rows
+        df = tables.read_table(path)
         df.insert(0, "session", session)
         per_session.append(df)
     roistats = tables.build_roistats(per_session, subject, days)
@@ -497,6 +520,8 @@ def subject_tables(
 
 def cohort_tables(paths: Sequence[Path], out_csv: Path) -> Path:
     """Concatenate per-subject tables into one cohort table."""
+    from qmri import tables
+
     write_csv(tables.cohort_table([Path(p) for p in paths]), out_csv)
     return out_csv
 

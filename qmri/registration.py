@@ -90,12 +90,19 @@ def register_rigid(
     iterations: int = 200,
     shrink_factors: tuple[int, ...] = (2, 1),
     smoothing_sigmas_mm: tuple[float, ...] = (2.0, 0.0),
+    sampling_fraction: float = 0.3,
+    learning_rate: float = 0.5,
+    seed: int = 20261123,
     fixed_mask: sitk.Image | None = None,
 ) -> RegistrationResult:
     """Rigidly register ``moving`` to ``fixed`` by Mattes mutual information.
 
-    Every fixed voxel is sampled (no random sampling) and ITK runs single-threaded during the
-    optimisation, so the same images always give bit-identical transforms.
+    The metric is evaluated on a random subset of fixed voxels drawn with a fixed seed: on two
+    images sampled on the same grid, using every voxel biases the optimum towards grid
+    alignment (interpolation artefacts), which random sampling removes (on the spine phantom:
+    0.7-2 mm of spurious shift between series of one session with all voxels, 0.03 mm with a
+    30% sample). ITK runs single-threaded during the optimisation, so the same images always
+    give bit-identical transforms.
 
     Parameters
     ----------
@@ -110,6 +117,12 @@ def register_rigid(
         Maximum iterations per resolution level.
     shrink_factors, smoothing_sigmas_mm : tuple
         Multi-resolution pyramid (one entry per level, coarse to fine; sigmas in mm).
+    sampling_fraction : float
+        Share of fixed voxels the metric samples (0 < f <= 1; 1 uses every voxel, in order).
+    learning_rate : float
+        First step of the regular-step gradient descent (mm, by physical-shift scaling).
+    seed : int
+        Seed of the random sampling.
     fixed_mask : SimpleITK.Image, optional
         Restrict the metric to this region of the fixed image.
 
@@ -140,10 +153,16 @@ def register_rigid(
 
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
-    reg.SetMetricSamplingStrategy(reg.NONE)
+    if not 0 < sampling_fraction <= 1:
+        raise QMRIInputError(f"sampling_fraction must be in (0, 1], got {sampling_fraction}")
+    if sampling_fraction < 1:
+        reg.SetMetricSamplingStrategy(reg.RANDOM)
+        reg.SetMetricSamplingPercentage(sampling_fraction, seed)
+    else:
+        reg.SetMetricSamplingStrategy(reg.NONE)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=1.0,
+        learningRate=learning_rate,
         minStep=1e-4,
         numberOfIterations=iterations,
         relaxationFactor=0.5,

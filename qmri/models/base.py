@@ -229,7 +229,7 @@ def fit_voxelwise(
         ids = voxels[part]
         y = signal[ids].astype(np.float64)
         extra = {name: arr[ids].astype(np.float64) for name, arr in inputs.items()}
-        good = np.isfinite(y).all(axis=1)
+        good = np.isfinite(np.einsum("ij->i", y))  # NaN/inf anywhere (or overflow) -> False
         for arr in extra.values():
             good &= np.isfinite(arr)
         if not good.all():

@@ -8,9 +8,13 @@ fitted by weighted linear least squares on :math:`\ln S` (weights :math:`S^2`,
 the ADC approaches the tissue diffusion coefficient; ``S0`` is then the intercept extrapolated to
 b = 0, not the measured b = 0 signal.
 
-Several diffusion directions at one b-value are all included as separate volumes. With the same
-number of orthogonal (or uniformly spread) directions on every shell this gives the trace
-(direction-averaged) ADC; unequal direction sets weight the directions unequally.
+Several diffusion directions at one b-value are all used: their signals are first averaged
+geometrically per b-value (the scanner's "trace-weighted" image, :math:`\ln \bar S_b =
+\langle \ln S_{b,i} \rangle_i`), and the shell enters the weighted fit with weight
+:math:`n_b \bar S_b^2`. With three orthogonal directions (or any uniformly spread set) per shell
+this gives exactly the trace ADC, :math:`(D_{xx} + D_{yy} + D_{zz})/3`, of an anisotropic
+tissue. A shell with a non-positive signal in any direction is left out for that voxel. ``R2``
+is then computed on the direction-averaged signal of each shell.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from qmri.errors import QMRIInputError
-from qmri.fitting import DEFAULT_CHUNK_SIZE, loglinear_wls, r_squared
+from qmri.fitting import DEFAULT_CHUNK_SIZE, loglinear_wls, r_squared, weighted_line_fit
 from qmri.models.base import KernelOutput, ModelFit, as_float_vector, check_data, fit_voxelwise
 
 __all__ = ["ADC_BOUNDS_MM2_S", "ADCModel", "adc_signal"]
@@ -168,13 +172,34 @@ class ADCModel:
         used = self._used
         b = self._bvals[used]
         all_used = bool(used.all())
+        shells, shell_of = np.unique(b, return_inverse=True)
+        one_per_shell = shells.size == b.size
+        member = np.zeros((b.size, shells.size))
+        member[np.arange(b.size), shell_of] = 1.0
+        n_dirs = member.sum(axis=0)
 
         def kernel(y_all: NDArray[np.float64]) -> KernelOutput:
             y = y_all if all_used else y_all[:, used]
-            log_s0, adc, ok = loglinear_wls(y, b)
+            if one_per_shell:
+                log_s0, adc, ok = loglinear_wls(y, b)
+            else:  # geometric mean over the directions of each shell, then a WLS line
+                pos = y > 0
+                log_mean = np.einsum(
+                    "ij,jk->ik", np.log(y, out=np.zeros_like(y), where=pos), member / n_dirs
+                )
+                complete = np.einsum("ij,jk->ik", (~pos).astype(np.float64), member) == 0
+                with np.errstate(over="ignore"):
+                    w = np.where(complete, n_dirs * np.exp(2.0 * log_mean), 0.0)
+                log_s0, slope, ok = weighted_line_fit(shells, log_mean, w)
+                adc = -slope
+                # goodness of fit on the direction-averaged (trace) signal of each shell
+                with np.errstate(over="ignore"):
+                    y = np.where(
+                        complete, np.exp(log_mean), np.einsum("ij,jk->ik", y, member / n_dirs)
+                    )
             with np.errstate(over="ignore", invalid="ignore"):
                 s0 = np.exp(log_s0)
-                pred = s0[:, None] * np.exp(-b * adc[:, None])
+                pred = s0[:, None] * np.exp(-(b if one_per_shell else shells) * adc[:, None])
             ok &= (adc >= ADC_BOUNDS_MM2_S[0]) & (adc <= ADC_BOUNDS_MM2_S[1])
             ok &= np.isfinite(s0) & (s0 > 0)
             return KernelOutput({"ADC": adc, "S0": s0}, r_squared(y, pred), ok)

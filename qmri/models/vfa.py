@@ -104,14 +104,19 @@ def despot1_linear(
     """
     s = np.asarray(signal, dtype=np.float64)
     a = np.asarray(flip_angles_rad, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[None, :]
+    mean_w = np.full(s.shape[1], 1.0 / s.shape[1])
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        y = s / np.sin(a)
-        x = y * np.cos(a)
-        xc = x - x.mean(axis=1, keepdims=True)
-        yc = y - y.mean(axis=1, keepdims=True)
+        inv_sin = 1.0 / np.sin(a)  # (1, n) for shared angles: no per-voxel trigonometry
+        y = s * inv_sin
+        x = s * (inv_sin * np.cos(a))
+        x_mean = np.einsum("ij,j->i", x, mean_w)
+        y_mean = np.einsum("ij,j->i", y, mean_w)
+        xc = x - x_mean[:, None]
         sxx = np.einsum("ij,ij->i", xc, xc)
-        e1 = np.einsum("ij,ij->i", xc, yc) / sxx
-        m0 = (y.mean(axis=1) - e1 * x.mean(axis=1)) / (1.0 - e1)
+        e1 = np.einsum("ij,ij->i", xc, y) / sxx  # sum xc (y - y_mean) = sum xc y
+        m0 = (y_mean - e1 * x_mean) / (1.0 - e1)
     return e1, m0
 
 
@@ -278,7 +283,7 @@ class VFAModel:
 
         def kernel(y: NDArray[np.float64], b1: NDArray[np.float64] | None = None) -> KernelOutput:
             if b1 is None:
-                a = np.broadcast_to(alpha, y.shape)
+                a = alpha[None, :]  # shared by all voxels: trigonometry once
                 b1_ok = np.ones(y.shape[0], dtype=bool)
             else:
                 a = b1[:, None] * alpha
@@ -303,7 +308,11 @@ class VFAModel:
                     p0,
                     lower=lower,
                     upper=upper,
-                    voxel_args=(y, np.ascontiguousarray(sin_a), np.ascontiguousarray(cos_a)),
+                    voxel_args=(
+                        y,
+                        np.broadcast_to(sin_a, y.shape),
+                        np.broadcast_to(cos_a, y.shape),
+                    ),
                     max_iter=_MAX_ITER,
                     tol=_TOL,
                 )

@@ -11,6 +11,7 @@ config.update(
 # Input paths are taken relative to where snakemake was started, before workdir moves.
 BIDS_DIR = Path(config["bids_dir"]).resolve()
 LABELS_DIR = Path(config["labels_dir"]).resolve()
+PARTICIPANTS_TSV = str(BIDS_DIR / "participants.tsv")
 CONFIG_SHA256 = config_hash(config)
 
 STUDY = Study(
@@ -26,7 +27,6 @@ wildcard_constraints:
     subject="[a-zA-Z0-9]+",
     session="[a-zA-Z0-9]+",
     fit="|".join(FITS),
-    series="VFA|MESE|dwi",
 
 
 def registration_args():
@@ -35,7 +35,8 @@ def registration_args():
     return (
         f"--bins {reg['bins']} --iterations {reg['iterations']} "
         f"--shrink-factors {' '.join(str(v) for v in reg['shrink_factors'])} "
-        f"--smoothing-sigmas-mm {' '.join(str(v) for v in reg['smoothing_sigmas_mm'])}"
+        f"--smoothing-sigmas-mm {' '.join(str(v) for v in reg['smoothing_sigmas_mm'])} "
+        f"--sampling-fraction {reg['sampling_fraction']} --learning-rate {reg['learning_rate']}"
     )
 
 
@@ -51,10 +52,6 @@ def baseline_reference(wildcards):
 def baseline_reference_of_subject(wildcards):
     idx = STUDY.subjects[wildcards.subject]
     return idx.sessions[idx.baseline].reference
-
-
-def series_inputs(wildcards):
-    return STUDY.series_files(wildcards.subject, wildcards.session, wildcards.series)
 
 
 def vfa_inputs(wildcards):
@@ -84,8 +81,8 @@ def dwi_inputs(wildcards):
 
 
 def fit_prefix(wildcards, output):
-    """Output prefix of a fit: the first output's path without its map suffix."""
-    return str(output[0]).rsplit("_", 1)[0]
+    """Output prefix of a fit: the first map's path without its suffix."""
+    return str(output.maps[0]).rsplit("_", 1)[0]
 
 
 def labels_input(wildcards):
@@ -96,55 +93,39 @@ def labels_tsv_input(wildcards):
     return str(STUDY.subjects[wildcards.subject].labels).replace(".nii.gz", ".tsv")
 
 
-def fit_map(subject, session, fit):
-    """Path of the map that ROI statistics are taken of for a fit."""
-    info = FITS[fit]
-    suffix = info["statistic"][0]
+def fit_output(subject, session, fit, suffix):
+    """Path of one output map of a fit."""
     return (
-        f"sub-{subject}/ses-{session}/{info['datatype']}/"
+        f"sub-{subject}/ses-{session}/{FITS[fit]['datatype']}/"
         f"sub-{subject}_ses-{session}_desc-{fit}_{suffix}.nii.gz"
     )
 
 
-def fit_mask(subject, session, fit):
-    info = FITS[fit]
-    return (
-        f"sub-{subject}/ses-{session}/{info['datatype']}/"
-        f"sub-{subject}_ses-{session}_desc-{fit}_fitmask.nii.gz"
-    )
-
-
-def native_rois(subject, session, fit):
-    return f"sub-{subject}/ses-{session}/rois/sub-{subject}_ses-{session}_space-{fit}_desc-rois_mask.nii.gz"
-
-
-def pull_back_inputs(wildcards):
-    s, ses, fit = wildcards.subject, wildcards.session, wildcards.fit
+def series_xfm(subject, session, fit):
     series = FITS[fit]["series"]
-    return {
-        "rois": f"sub-{s}/rois/sub-{s}_space-baseline_desc-rois_mask.nii.gz",
-        "map": fit_map(s, ses, fit),
-        "series_xfm": f"sub-{s}/ses-{ses}/xfm/sub-{s}_ses-{ses}_from-{series}_to-ref_mode-image_xfm.txt",
-        "session_xfm": f"sub-{s}/ses-{ses}/xfm/sub-{s}_ses-{ses}_from-ref_to-baseline_mode-image_xfm.txt",
-    }
+    return f"sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-{series}_to-ref_mode-image_xfm.txt"
 
 
 def session_stat_inputs(wildcards):
     s, ses = wildcards.subject, wildcards.session
-    out = {}
+    out = {
+        "rois": f"sub-{s}/rois/sub-{s}_space-baseline_desc-rois_mask.nii.gz",
+        "session_xfm": f"sub-{s}/ses-{ses}/xfm/sub-{s}_ses-{ses}_from-ref_to-baseline_mode-image_xfm.txt",
+    }
     for fit in STUDY.fits(s, ses):
-        out[f"{fit}_map"] = fit_map(s, ses, fit)
-        out[f"{fit}_fitmask"] = fit_mask(s, ses, fit)
-        out[f"{fit}_rois"] = native_rois(s, ses, fit)
+        out[f"{fit}_map"] = fit_output(s, ses, fit, FITS[fit]["statistic"][0])
+        out[f"{fit}_fitmask"] = fit_output(s, ses, fit, "fitmask")
+        out[f"{fit}_xfm"] = series_xfm(s, ses, fit)
     return out
 
 
 def session_stat_args(wildcards, input):
+    """--map NAME MAP FITMASK SERIES_XFM for every fit of the session."""
     args = []
     for fit in STUDY.fits(wildcards.subject, wildcards.session):
         name = FITS[fit]["statistic"][1]
         args.append(
-            f"--map {name} {input[fit + '_map']} {input[fit + '_fitmask']} {input[fit + '_rois']}"
+            f"--map {name} {input[fit + '_map']} {input[fit + '_fitmask']} {input[fit + '_xfm']}"
         )
     return " ".join(args)
 

@@ -1,74 +1,87 @@
-# Model fits in each series' native grid: T1 from VFA (B1-corrected), T2 from MESE, ADC from DWI.
-# Every map gets a JSON sidecar with its unit, algorithm and every option used.
+# Model fits in each series' native grid: T1 from VFA (B1-corrected), T2 from MESE, ADC from
+# DWI. Each fit job also registers its series to the session reference (xfm/). Every map gets
+# a JSON sidecar with its unit, algorithm and every option used.
 
 
 rule fit_vfa:
     input:
         vfa=vfa_inputs,
         b1=b1_inputs,
+        reference=reference_image,
     output:
-        multiext(
+        maps=multiext(
             "sub-{subject}/ses-{session}/anat/sub-{subject}_ses-{session}_desc-vfa_",
             "T1map.nii.gz",
             "M0map.nii.gz",
             "R2.nii.gz",
             "fitmask.nii.gz",
         ),
+        xfm="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-VFA_to-ref_mode-image_xfm.txt",
     params:
         prefix=fit_prefix,
         method=config["t1_vfa"]["method"],
         b1=b1_arg,
+        registration=registration_args(),
     log:
         "logs/fit_vfa/sub-{subject}_ses-{session}.log",
     conda:
         "../envs/qmri.yaml"
     shell:
         "qmri -v pipeline fit-vfa --vfa {input.vfa} {params.b1} --method {params.method} "
-        "--out {params.prefix} > {log} 2>&1"
+        "--out {params.prefix} --reference {input.reference} --xfm {output.xfm} "
+        "{params.registration} > {log} 2>&1"
 
 
 rule fit_mese:
     input:
         echoes=mese_inputs,
+        reference=reference_image,
     output:
-        multiext(
+        maps=multiext(
             "sub-{subject}/ses-{session}/anat/sub-{subject}_ses-{session}_desc-mese_",
             "T2map.nii.gz",
             "S0map.nii.gz",
             "R2.nii.gz",
             "fitmask.nii.gz",
         ),
+        xfm="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-MESE_to-ref_mode-image_xfm.txt",
     params:
         prefix=fit_prefix,
         drop_first_echo="--drop-first-echo" if config["t2"]["drop_first_echo"] else "",
+        registration=registration_args(),
     log:
         "logs/fit_mese/sub-{subject}_ses-{session}.log",
     conda:
         "../envs/qmri.yaml"
     shell:
         "qmri -v pipeline fit-t2 --echoes {input.echoes} {params.drop_first_echo} "
-        "--out {params.prefix} > {log} 2>&1"
+        "--out {params.prefix} --reference {input.reference} --xfm {output.xfm} "
+        "{params.registration} > {log} 2>&1"
 
 
 rule fit_adc:
     input:
         unpack(dwi_inputs),
+        reference=reference_image,
     output:
-        multiext(
+        maps=multiext(
             "sub-{subject}/ses-{session}/dwi/sub-{subject}_ses-{session}_desc-adc_",
             "ADC.nii.gz",
             "S0map.nii.gz",
             "R2.nii.gz",
             "fitmask.nii.gz",
         ),
+        xfm="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-dwi_to-ref_mode-image_xfm.txt",
     params:
         prefix=fit_prefix,
         b_min=config["adc"]["b_min"],
         b_max=config["adc"]["b_max"],
+        registration=registration_args(),
     log:
         "logs/fit_adc/sub-{subject}_ses-{session}.log",
     conda:
         "../envs/qmri.yaml"
     shell:
         "qmri -v pipeline fit-adc --dwi {input.dwi} --b-min {params.b_min} "
-        "--b-max {params.b_max} --out {params.prefix} > {log} 2>&1"
+        "--b-max {params.b_max} --out {params.prefix} --reference {input.reference} "
+        "--xfm {output.xfm} {params.registration} > {log} 2>&1"

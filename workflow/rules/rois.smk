@@ -1,5 +1,6 @@
-# ROIs: derived once per subject on the baseline labels (data contract section 2), then pulled
-# back into each map's native grid through the composed transforms (nearest neighbour).
+# ROIs: derived once per subject from the baseline labels (data contract section 2), written
+# as one 4D mask on the baseline grid. The session statistics pull them back into each map's
+# native grid through the composed transforms (nearest neighbour).
 
 
 rule derive_rois:
@@ -7,7 +8,7 @@ rule derive_rois:
         dseg=labels_input,
         tsv=labels_tsv_input,
         reference=baseline_reference_of_subject,
-        participants=str(BIDS_DIR / "participants.tsv"),
+        participants=PARTICIPANTS_TSV,
     output:
         mask="sub-{subject}/rois/sub-{subject}_space-baseline_desc-rois_mask.nii.gz",
         names="sub-{subject}/rois/sub-{subject}_space-baseline_desc-rois_mask.tsv",
@@ -18,20 +19,4 @@ rule derive_rois:
     shell:
         "qmri -v pipeline derive-rois --dseg {input.dseg} --reference {input.reference} "
         "--participants {input.participants} --subject {wildcards.subject} "
-        "--out {output.mask} > {log} 2>&1"
-
-
-rule pull_back_rois:
-    input:
-        unpack(pull_back_inputs),
-    output:
-        mask="sub-{subject}/ses-{session}/rois/sub-{subject}_ses-{session}_space-{fit}_desc-rois_mask.nii.gz",
-        names="sub-{subject}/ses-{session}/rois/sub-{subject}_ses-{session}_space-{fit}_desc-rois_mask.tsv",
-    log:
-        "logs/pull_back_rois/sub-{subject}_ses-{session}_{fit}.log",
-    conda:
-        "../envs/qmri.yaml"
-    shell:
-        "qmri -v pipeline pull-back-rois --rois {input.rois} --map {input.map} "
-        "--series-xfm {input.series_xfm} --session-xfm {input.session_xfm} "
         "--out {output.mask} > {log} 2>&1"

@@ -20,7 +20,8 @@ rule session_roistats:
     conda:
         "../envs/qmri.yaml"
     shell:
-        "qmri -v pipeline session-roistats {params.maps} --out {output} > {log} 2>&1"
+        "qmri -v pipeline session-roistats {params.maps} --rois {input.rois} "
+        "--session-xfm {input.session_xfm} --out {output} > {log} 2>&1"
 
 
 rule subject_tables:
