@@ -46,7 +46,7 @@ def _sidecar_value(data: Path, key: str, given: Any, override: bool) -> Any:
         b = np.atleast_1d(np.asarray(from_sidecar, dtype=float))
         if a.shape != b.shape or not np.allclose(a, b, rtol=1e-6):
             raise QMRIInputError(
-                f"command-line {key} {list(a)} disagrees with the sidecar's {list(b)} "
+                f"command-line {key} {a.tolist()} disagrees with the sidecar's {b.tolist()} "
                 "(pass --override-sidecar to use the command line)",
                 side,
             )

@@ -12,8 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from qmri import bids, tables
 from qmri.errors import QMRIInputError
+from qmri.io import load_nifti
 
 #: The fits the workflow runs: fit label -> (datatype, series kind, output map suffixes,
 #: the map that ROI statistics are taken of, and its contract name).
@@ -49,6 +52,23 @@ class SubjectIndex:
     sessions: dict[str, bids.SessionFiles]
     labels: Path
     sessions_tsv: Path
+
+
+def _check_labels_grid(labels: Path, reference: Path | None) -> None:
+    """The label map must be drawn on the baseline reference: same grid (headers only)."""
+    table = Path(str(labels).replace(".nii.gz", ".tsv"))
+    if not table.exists():
+        raise QMRIInputError("label table (index, name) not found beside the label map", table)
+    img = load_nifti(labels, ndim=3)
+    ref = load_nifti(reference, ndim=3) if reference is not None else None
+    if ref is not None and (
+        img.shape != ref.shape or not np.allclose(img.affine, ref.affine, atol=1e-3)
+    ):
+        raise QMRIInputError(
+            f"label grid {img.shape} does not match its reference {reference.name} {ref.shape} "
+            "(labels must be drawn on the baseline reference)",
+            labels,
+        )
 
 
 class Study:
@@ -119,6 +139,8 @@ class Study:
         )
         if not labels.exists():
             raise QMRIInputError(f"no label map for the baseline session ses-{baseline}", labels)
+        if check:
+            _check_labels_grid(labels, files[baseline].reference)
         return SubjectIndex(subject, days, baseline, files, labels, sessions_tsv)
 
     # -- questions the rules ask ---------------------------------------------------------------

@@ -44,14 +44,15 @@ def run_workflow(bids: Path, out: Path, *extra: str, check: bool = True):
     return res
 
 
+SAMPLE = ROOT / "data_sample"
+
+
 @pytest.fixture(scope="module")
 def processed(tmp_path_factory):
-    """A two-subject, two-session small phantom, run through the whole workflow."""
-    base = tmp_path_factory.mktemp("wf")
-    bids = write_phantom_dataset(base / "bids", n_subjects=2, sessions=("pre", "fu1"), small=True)
-    out = base / "out"
-    run_workflow(bids, out)
-    return bids, out
+    """The committed sample (two subjects, pre/fu1/fu2) run through the whole workflow."""
+    out = tmp_path_factory.mktemp("wf") / "out"
+    run_workflow(SAMPLE, out)
+    return SAMPLE, out
 
 
 def truth_medians(bids: Path, subject: str, session: str) -> dict[tuple[str, str], float]:
@@ -81,7 +82,7 @@ def test_roi_medians_match_phantom_truth(processed):
             out / f"sub-{subject}" / f"sub-{subject}_roistats.csv",
             dtype={"subject": str, "session": str},
         )
-        for session in ("pre", "fu1"):
+        for session in ("pre", "fu1", "fu2"):
             truth = truth_medians(bids, subject, session)
             for (roi, name), expected in truth.items():
                 row = table[

@@ -2,24 +2,33 @@
 # All logic lives in the tested qmri package; this file only asks it questions.
 from pathlib import Path
 
+import sys
+
 from qmri.config import config_hash, validate_config
+from qmri.errors import QMRIInputError
 from qmri.study import FITS, Study
 
-config.update(
-    validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
-)
+try:
+    config.update(
+        validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
+    )
+except QMRIInputError as error:  # one line naming the key, no traceback
+    sys.exit(f"qmri: error: {error}")
 # Input paths are taken relative to where snakemake was started, before workdir moves.
 BIDS_DIR = Path(config["bids_dir"]).resolve()
 LABELS_DIR = Path(config["labels_dir"]).resolve()
 PARTICIPANTS_TSV = str(BIDS_DIR / "participants.tsv")
 CONFIG_SHA256 = config_hash(config)
 
-STUDY = Study(
-    BIDS_DIR,
-    LABELS_DIR,
-    participant_label=config["participant_label"],
-    reference_suffix=config["reference_suffix"],
-)
+try:
+    STUDY = Study(
+        BIDS_DIR,
+        LABELS_DIR,
+        participant_label=config["participant_label"],
+        reference_suffix=config["reference_suffix"],
+    )
+except QMRIInputError as error:  # one line naming the file, no traceback
+    sys.exit(f"qmri: error: {error}")
 SUBJECTS = sorted(STUDY.subjects)
 
 
