@@ -164,12 +164,18 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
             pipeline.fit_adc(series[0], Path(args.out), b_min=args.b_min, b_max=args.b_max)
         pipeline.register_series(
             kind, series, Path(args.reference), Path(args.xfm),
-            options=_registration_options(args),
+            options=_registration_options(args), max_metric=args.max_metric, qc_png=args.qc,
         )  # fmt: skip
     elif step == "register-session":
+        focus = None
+        if args.focus_labels is not None:
+            if args.participants is None or args.subject is None:
+                raise QMRIInputError("--focus-labels needs --participants and --subject")
+            focus = (args.focus_labels, args.participants, args.subject)
         pipeline.register_session(
             Path(args.reference), Path(args.baseline), Path(args.out),
-            options=_registration_options(args),
+            options=_registration_options(args), max_metric=args.max_metric, focus=focus,
+            qc_png=args.qc,
         )  # fmt: skip
     elif step == "derive-rois":
         pipeline.derive_subject_rois(
@@ -183,6 +189,24 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
         pipeline.subject_tables(
             [Path(x) for x in args.sessions], Path(args.sessions_tsv), args.subject,
             Path(args.out_roistats), Path(args.out_response),
+            prm_csvs=[Path(x) for x in args.prm], out_prm=args.out_prm,
+            xfm_sidecars=[Path(x) for x in args.xfm_sidecars],
+            out_registration=args.out_registration,
+        )  # fmt: skip
+    elif step == "baseline-space":
+        as_maps = lambda items: [(n, Path(m), Path(f), Path(x)) for n, m, f, x in items or []]
+        thresholds = {}
+        for name, value in args.threshold or []:
+            try:
+                thresholds[name] = float(value)
+            except ValueError:
+                raise QMRIInputError(
+                    f"threshold of {name} must be a number, got '{value}'"
+                ) from None
+        pipeline.baseline_space(
+            as_maps(args.map), Path(args.session_xfm), as_maps(args.baseline_map),
+            Path(args.baseline_session_xfm), Path(args.reference), Path(args.rois), thresholds,
+            Path(args.out_dir), Path(args.out), args.stem, erode_voxels=args.erode_voxels,
         )  # fmt: skip
     elif step == "cohort-table":
         pipeline.cohort_tables([Path(x) for x in args.tables], Path(args.out))
@@ -197,6 +221,13 @@ def _add_registration_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoothing-sigmas-mm", type=float, nargs="+", default=[2.0, 0.0])
     p.add_argument("--sampling-fraction", type=float, default=0.3, help="share of voxels")
     p.add_argument("--learning-rate", type=float, default=0.5, help="first step (mm)")
+    p.add_argument(
+        "--max-metric",
+        type=float,
+        default=None,
+        help="flag a registration whose final metric is above this value",
+    )
+    p.add_argument("--qc", type=Path, help="write a checkerboard PNG of the registration")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,6 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reference", required=True)
     s.add_argument("--baseline", required=True)
     s.add_argument("--out", required=True)
+    s.add_argument(
+        "--focus-labels",
+        type=Path,
+        help="baseline labels: restrict the metric to the treated levels +/- 1",
+    )
+    s.add_argument("--participants", type=Path, help="participants.tsv (treated_levels)")
+    s.add_argument("--subject", help="subject label")
     _add_registration_options(s)
     s = steps.add_parser("derive-rois", help="derive the contract's ROIs from baseline labels")
     s.add_argument("--dseg", required=True)
@@ -304,6 +342,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sessions-tsv", required=True)
     s.add_argument("--out-roistats", required=True)
     s.add_argument("--out-response", required=True)
+    s.add_argument("--prm", nargs="*", default=[], help="per-session prm.csv tables")
+    s.add_argument("--out-prm", type=Path)
+    s.add_argument("--xfm-sidecars", nargs="*", default=[], help="JSON sidecars of transforms")
+    s.add_argument("--out-registration", type=Path)
+    s = steps.add_parser("baseline-space", help="maps on the baseline grid, voxelwise change")
+    maps_meta = ("NAME", "MAP", "FITMASK", "SERIES_XFM")
+    s.add_argument("--map", nargs=4, action="append", required=True, metavar=maps_meta)
+    s.add_argument("--session-xfm", required=True)
+    s.add_argument("--baseline-map", nargs=4, action="append", metavar=maps_meta)
+    s.add_argument("--baseline-session-xfm", required=True)
+    s.add_argument("--reference", required=True, help="the baseline reference image")
+    s.add_argument("--rois", required=True, help="derived ROIs on the baseline grid (4D)")
+    s.add_argument(
+        "--threshold",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="change threshold of a map, in its unit",
+    )
+    s.add_argument(
+        "--erode-voxels", type=int, default=1,
+        help="erode ROIs by this many voxels before counting (6-connected)",
+    )  # fmt: skip
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--out", required=True, help="the parametric-response table (CSV)")
+    s.add_argument("--stem", required=True, help="file-name stem, e.g. sub-01_ses-fu1")
     s = steps.add_parser("cohort-table")
     s.add_argument("--tables", nargs="+", required=True)
     s.add_argument("--out", required=True)

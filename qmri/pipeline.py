@@ -52,6 +52,7 @@ BIDS_SUFFIX = {
 OUTPUT_BIDSIGNORE = (
     "**/xfm/",
     "**/qc/",
+    "**/space-baseline/",
     "cohort/",
     "*.csv",
     "*_R2.*",
@@ -273,7 +274,15 @@ def series_reference(kind: str, paths: Sequence[Path]) -> tuple[np.ndarray, np.n
     raise QMRIInputError(f"unknown series kind '{kind}' (use VFA, MESE, MEGRE or dwi)")
 
 
-def _registration_sidecar(res, fixed: Path, moving: Sequence[Path], options) -> dict[str, Any]:
+def _registration_sidecar(
+    res, fixed: Path, moving: Sequence[Path], options, max_metric: float | None
+) -> dict[str, Any]:
+    flagged = max_metric is not None and res.metric > max_metric
+    if flagged:
+        log.warning(
+            "registration of %s to %s flagged: final metric %.3f is worse than the bound %.3f",
+            Path(moving[0]).name, Path(fixed).name, res.metric, max_metric,
+        )  # fmt: skip
     return {
         "Type": "rigid (Euler3D)",
         "Convention": "ITK: maps points of the fixed image to points of the moving image",
@@ -281,11 +290,24 @@ def _registration_sidecar(res, fixed: Path, moving: Sequence[Path], options) -> 
         "MovingImages": [str(p) for p in moving],
         "Metric": res.metric_name,
         "FinalMetricValue": res.metric,
+        "MetricBound": max_metric,
+        "Flagged": bool(flagged),
         "Iterations": res.iterations,
         "StopCondition": res.stop_condition,
-        "Options": dict(options),
+        "Options": {k: v for k, v in dict(options).items() if k != "fixed_mask"},
         **_provenance(),
     }
+
+
+def _register(fixed_path: Path, fixed, moving, moving_path: Path, options) -> Any:
+    """Run the registration; a failure names the moving file and what it was registered to."""
+    from qmri.registration import RegistrationError, register_rigid
+
+    try:
+        return register_rigid(fixed, moving, initialize="identity", **options)
+    except RegistrationError as exc:
+        raise QMRIInputError(f"{exc.problem} (registering to {Path(fixed_path).name})",
+                             moving_path) from None  # fmt: skip
 
 
 def register_series(
@@ -295,19 +317,33 @@ def register_series(
     out_xfm: Path,
     *,
     options: Mapping[str, Any],
+    max_metric: float | None = None,
+    qc_png: Path | None = None,
 ) -> Path:
     """Register a series to its session's reference (rigid, mutual information).
 
     Series of one session share the scanner frame, so the registration starts at identity.
+    A final metric above ``max_metric`` is flagged in the transform's sidecar and the
+    registration table (and logged), not silently used.
     """
-    from qmri.registration import nifti_to_sitk, register_rigid, write_transform
+    from qmri.registration import nifti_to_sitk, write_transform
 
     data, affine = series_reference(kind, paths)
     ref = load_nifti(reference_path, ndim=3)
     moving = nifti_to_sitk(nib.Nifti1Image(data.astype(np.float32), affine))
-    res = register_rigid(nifti_to_sitk(ref), moving, initialize="identity", **options)
+    res = _register(reference_path, nifti_to_sitk(ref), moving, Path(paths[0]), options)
     write_transform(res.transform, out_xfm)
-    write_json(_registration_sidecar(res, reference_path, paths, options), sidecar_path(out_xfm))
+    write_json(
+        _registration_sidecar(res, reference_path, paths, options, max_metric),
+        sidecar_path(out_xfm),
+    )
+    if qc_png is not None:
+        from qmri.qc import registration_checkerboard
+
+        registration_checkerboard(
+            read_data(ref), ref.affine, data, affine, res.matrix_ras, qc_png,
+            title=f"{kind} on {Path(reference_path).name}",
+        )  # fmt: skip
     return out_xfm
 
 
@@ -317,31 +353,84 @@ def register_session(
     out_xfm: Path,
     *,
     options: Mapping[str, Any],
+    max_metric: float | None = None,
+    focus: tuple[Path, Path, str] | None = None,
+    qc_png: Path | None = None,
 ) -> Path:
-    """Register a session's reference to the baseline reference (identity for the baseline)."""
-    from qmri.registration import (
-        identity_transform,
-        nifti_to_sitk,
-        register_rigid,
-        write_transform,
-    )
+    """Register a session's reference to the baseline reference (identity for the baseline).
 
+    Parameters
+    ----------
+    focus : (dseg, participants.tsv, subject), optional
+        Restrict the metric to the region around the treated levels of the baseline labels
+        (:func:`qmri.rois.treated_region_mask`): the spine bends between visits and the
+        treated level is what must be aligned.
+    """
+    from qmri.registration import identity_transform, nifti_to_sitk, write_transform
+
+    base = load_nifti(baseline_reference_path, ndim=3)
     if Path(reference_path).resolve() == Path(baseline_reference_path).resolve():
         write_transform(identity_transform(), out_xfm)
         write_json(
-            {"Type": "identity", "FixedImage": str(baseline_reference_path), **_provenance()},
+            {"Type": "identity", "FixedImage": str(baseline_reference_path), "Flagged": False,
+             **_provenance()},
             sidecar_path(out_xfm),
+        )  # fmt: skip
+        matrix = np.eye(4)
+    else:
+        opts = dict(options)
+        if focus is not None:
+            import SimpleITK as sitk
+
+            mask = _treated_region(*focus, base).astype(np.float32)
+            opts["fixed_mask"] = sitk.Cast(nifti_to_sitk(base, mask), sitk.sitkUInt8)
+        moving_img = load_nifti(reference_path, ndim=3)
+        res = _register(
+            baseline_reference_path, nifti_to_sitk(base), nifti_to_sitk(moving_img),
+            Path(reference_path), opts,
+        )  # fmt: skip
+        write_transform(res.transform, out_xfm)
+        side = _registration_sidecar(
+            res, baseline_reference_path, [reference_path], options, max_metric
         )
-        return out_xfm
-    fixed = nifti_to_sitk(load_nifti(baseline_reference_path, ndim=3))
-    moving = nifti_to_sitk(load_nifti(reference_path, ndim=3))
-    res = register_rigid(fixed, moving, initialize="identity", **options)
-    write_transform(res.transform, out_xfm)
-    write_json(
-        _registration_sidecar(res, baseline_reference_path, [reference_path], options),
-        sidecar_path(out_xfm),
-    )
+        side["MetricRegion"] = "treated levels +/- 1 (baseline labels)" if focus else "whole image"
+        write_json(side, sidecar_path(out_xfm))
+        matrix = res.matrix_ras
+    if qc_png is not None:
+        from qmri.qc import registration_checkerboard
+
+        moving_img = load_nifti(reference_path, ndim=3)
+        registration_checkerboard(
+            read_data(base), base.affine, read_data(moving_img), moving_img.affine, matrix,
+            qc_png, title=f"{Path(reference_path).name} on the baseline",
+        )  # fmt: skip
     return out_xfm
+
+
+def _treated_region(
+    dseg_path: Path, participants_path: Path, subject: str, base: nib.Nifti1Image
+) -> np.ndarray:
+    from qmri import labels, rois
+
+    table = labels.read_dseg_tsv(Path(str(dseg_path).replace(".nii.gz", ".tsv")))
+    img = load_nifti(dseg_path, ndim=3)
+    if img.shape != base.shape or not np.allclose(img.affine, base.affine, atol=1e-3):
+        raise QMRIInputError("label grid does not match the baseline reference", dseg_path)
+    treated = _treated_levels(participants_path, subject)
+    zooms = np.linalg.norm(img.affine[:3, :3], axis=0)
+    return rois.treated_region_mask(np.asarray(img.dataobj), table, treated, voxel_size_mm=zooms)
+
+
+def _treated_levels(participants_path: Path, subject: str) -> list[str]:
+    from qmri import tables
+
+    participants = tables.read_participants_tsv(participants_path)
+    row = participants[participants["participant_id"] == f"sub-{subject}"]
+    if row.empty or "treated_levels" not in participants.columns:
+        raise QMRIInputError(
+            f"no treated_levels for sub-{subject} (needed to derive the ROIs)", participants_path
+        )
+    return list(row.iloc[0]["treated_levels"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,7 +449,7 @@ def derive_subject_rois(
 
     The ROI names, in volume order, go to a ``.tsv`` beside the image (``index``, ``roi``).
     """
-    from qmri import labels, rois, tables
+    from qmri import labels, rois
 
     tsv_path = Path(str(dseg_path).replace(".nii.gz", ".tsv"))
     table = labels.read_dseg_tsv(tsv_path)
@@ -373,13 +462,7 @@ def derive_subject_rois(
             dseg_path,
         )
     data = labels.check_labels(np.asarray(img.dataobj), table, dseg_path)
-    participants = tables.read_participants_tsv(participants_path)
-    row = participants[participants["participant_id"] == f"sub-{subject}"]
-    if row.empty or "treated_levels" not in participants.columns:
-        raise QMRIInputError(
-            f"no treated_levels for sub-{subject} (needed to derive the ROIs)", participants_path
-        )
-    derived = rois.derive_rois(data, table, list(row.iloc[0]["treated_levels"]))
+    derived = rois.derive_rois(data, table, _treated_levels(participants_path, subject))
     stack, names = rois.rois_to_4d(derived)
     save_nifti(stack, img.affine, out_mask, dtype=np.uint8)
     _write_roi_names(names, out_mask)
@@ -490,31 +573,82 @@ def session_roistats(
     return out_csv
 
 
+def _session_of(path: Path) -> str:
+    return Path(path).name.split("_ses-")[1].split("_")[0]
+
+
 def subject_tables(
     session_csvs: Sequence[Path],
     sessions_tsv: Path,
     subject: str,
     out_roistats: Path,
     out_response: Path,
+    *,
+    prm_csvs: Sequence[Path] = (),
+    out_prm: Path | None = None,
+    xfm_sidecars: Sequence[Path] = (),
+    out_registration: Path | None = None,
 ) -> tuple[Path, Path]:
-    """Assemble a subject's ``roistats.csv`` and ``response.csv`` from its sessions."""
+    """Assemble a subject's tables from its sessions.
+
+    ``roistats.csv`` and ``response.csv`` (data contract section 3); with ``out_prm`` the
+    parametric-response fractions of every follow-up (``prm.csv``); with ``out_registration``
+    one row per registration with its final metric and whether it was flagged.
+    """
+    import pandas as pd
+
     from qmri import tables
 
     days = tables.read_sessions_tsv(sessions_tsv)
-    per_session = []
-    for path in session_csvs:
-        session = Path(path).name.split("_ses-")[1].split("_")[0]
-        if session not in days:
-            raise QMRIInputError(f"session '{session}' has no row", sessions_tsv)
-        if Path(path).stat().st_size <= 1:
-            continue  # a session with no fitted map has no rows
-        df = tables.read_table(path)
-        df.insert(0, "session", session)
-        per_session.append(df)
-    roistats = tables.build_roistats(per_session, subject, days)
+
+    def per_session(paths: Sequence[Path]) -> list[pd.DataFrame]:
+        frames = []
+        for path in paths:
+            session = _session_of(path)
+            if session not in days:
+                raise QMRIInputError(f"session '{session}' has no row", sessions_tsv)
+            if Path(path).stat().st_size <= 1:
+                continue  # a session with no fitted map has no rows
+            df = tables.read_table(path)
+            if df.empty:
+                continue
+            df.insert(0, "session", session)
+            frames.append(df)
+        return frames
+
+    roistats = tables.build_roistats(per_session(session_csvs), subject, days)
     response = tables.response_table(roistats, tables.baseline_session(days))
     write_csv(roistats, out_roistats)
     write_csv(response, out_response)
+    label = subject.removeprefix("sub-")
+    if out_prm is not None:
+        frames = per_session(prm_csvs)
+        prm_table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=["session", *PRM_COLUMNS]
+        )  # fmt: skip
+        prm_table.insert(0, "subject", label)
+        prm_table.insert(2, "days_from_sbrt", prm_table["session"].map(days))
+        write_csv(prm_table, out_prm)
+    if out_registration is not None:
+        rows = []
+        for path in xfm_sidecars:
+            meta = read_json(path)
+            session = _session_of(path)
+            rows.append(
+                {
+                    "subject": label,
+                    "session": session,
+                    "days_from_sbrt": days.get(session),
+                    "transform": Path(path).name.replace(".json", ".txt"),
+                    "type": meta.get("Type", ""),
+                    "metric": meta.get("Metric", ""),
+                    "final_metric": meta.get("FinalMetricValue"),
+                    "metric_bound": meta.get("MetricBound"),
+                    "flagged": bool(meta.get("Flagged", False)),
+                    "iterations": meta.get("Iterations"),
+                }
+            )
+        write_csv(pd.DataFrame(rows), out_registration)
     return out_roistats, out_response
 
 
@@ -548,3 +682,101 @@ def describe_output(output_dir: Path, bids_dir: str | Path, config_sha256: str) 
     )
     with atomic_output(output_dir / ".bidsignore") as tmp:
         tmp.write_text("\n".join(OUTPUT_BIDSIGNORE) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# baseline space: maps for viewing and voxelwise change
+# --------------------------------------------------------------------------------------------
+
+#: Columns of the per-session parametric-response table (before subject/session are added).
+PRM_COLUMNS = (
+    "roi", "map", "unit", "threshold", "n_voxels", "n_valid",
+    "fraction_increased", "fraction_decreased", "fraction_stable",
+)  # fmt: skip
+
+
+def _on_baseline_grid(
+    map_path: Path, fitmask_path: Path, series_xfm: Path, session_xfm: Path,
+    base: nib.Nifti1Image,
+) -> tuple[np.ndarray, np.ndarray, str]:  # fmt: skip
+    """A map and its fit mask resampled onto the baseline grid by nearest neighbour.
+
+    Nearest neighbour, not trilinear: interpolation would mix values across tissue borders
+    (tumour with marrow, cord with CSF) and create changes that are not there.
+    """
+    from qmri.registration import pull_back_labels, resample_nearest
+
+    img = load_nifti(map_path, ndim=3)
+    to_series = np.linalg.inv(series_to_baseline_matrix(series_xfm, session_xfm))
+    values = resample_nearest(
+        read_data(img), img.affine, base.shape, base.affine, to_series, fill=np.nan
+    )
+    fm = load_nifti(fitmask_path, ndim=3)
+    valid = pull_back_labels(
+        np.asarray(fm.dataobj, dtype=np.uint8), fm.affine, base.shape, base.affine, to_series
+    ).astype(bool)
+    return values, valid & np.isfinite(values), read_json(sidecar_path(map_path)).get("Units", "")
+
+
+def baseline_space(
+    maps: Sequence[tuple[str, Path, Path, Path]],
+    session_xfm: Path,
+    baseline_maps: Sequence[tuple[str, Path, Path, Path]],
+    baseline_session_xfm: Path,
+    baseline_reference: Path,
+    rois_mask: Path,
+    thresholds: Mapping[str, float],
+    out_dir: Path,
+    out_csv: Path,
+    stem: str,
+    *,
+    erode_voxels: int = 1,
+) -> Path:
+    """Resample a session's maps onto the baseline grid and classify the voxelwise change.
+
+    Writes ``<stem>_space-baseline_<map>.nii.gz`` (display and voxelwise change only:
+    statistics stay in native grids) and, for every map present at both timepoints with a
+    threshold, ``<stem>_space-baseline_desc-prm<map>_dseg.nii.gz`` (1 decreased, 2 stable,
+    3 increased) and the per-ROI fractions in ``out_csv`` (ROIs eroded by ``erode_voxels``).
+    At the baseline session the table has no rows.
+    """
+    import pandas as pd
+
+    from qmri import prm
+
+    base = load_nifti(baseline_reference, ndim=3)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = _read_roi_names(rois_mask)
+    roi_img = load_nifti(rois_mask, ndim=4)
+    roi_data = np.asarray(roi_img.dataobj, dtype=bool)
+    rois = prm.erode_rois({name: roi_data[..., i] for i, name in enumerate(names)}, erode_voxels)
+    baseline_by_name = {m[0]: m for m in baseline_maps}
+    rows = []
+    same_session = Path(session_xfm).resolve() == Path(baseline_session_xfm).resolve()
+    for name, map_path, fitmask_path, series_xfm in maps:
+        values, valid, unit = _on_baseline_grid(
+            map_path, fitmask_path, series_xfm, session_xfm, base
+        )
+        save_nifti(
+            np.where(valid, values, np.nan), base.affine,
+            out_dir / f"{stem}_space-baseline_{name}.nii.gz",
+            sidecar={"Units": unit, "Sources": [str(map_path)], "Resampling": "nearest neighbour",
+                     "Note": "for display and voxelwise change; ROI statistics use native grids"},
+        )  # fmt: skip
+        if same_session or name not in baseline_by_name or name not in thresholds:
+            continue
+        _, b_map, b_fitmask, b_xfm = baseline_by_name[name]
+        b_values, b_valid, _ = _on_baseline_grid(
+            b_map, b_fitmask, b_xfm, baseline_session_xfm, base
+        )
+        classes = prm.response_classes(b_values, values, valid & b_valid, thresholds[name])
+        prm_path = out_dir / f"{stem}_space-baseline_desc-prm{name}_dseg.nii.gz"
+        save_nifti(classes, base.affine, prm_path, dtype=np.uint8)
+        with atomic_output(Path(str(prm_path).replace(".nii.gz", ".tsv"))) as tmp:
+            tmp.write_text("index\tname\n1\tdecreased\n2\tstable\n3\tincreased\n")
+        for row in prm.response_fractions(classes, rois):
+            rows.append({**row, "map": name, "unit": unit, "threshold": thresholds[name]})
+    table = pd.DataFrame(rows, columns=list(PRM_COLUMNS))
+    write_csv(table, out_csv)
+    return out_csv

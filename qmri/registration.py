@@ -28,6 +28,22 @@ from qmri.io import atomic_output
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+class RegistrationError(QMRIInputError):
+    """Two images could not be registered (no overlap, empty image, metric undefined)."""
+
+
+def _itk_reason(exc: RuntimeError) -> str:
+    """One line out of ITK's multi-line exception text."""
+    text = str(exc)
+    if "outside moving image buffer" in text or "Too many samples" in text:
+        return "registration failed: the images do not overlap (check their positions)"
+    if "Joint PDF summed to zero" in text:
+        return "registration failed: the images do not overlap (joint histogram is empty)"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if "itk::ERROR" in ln or "Description" in ln), lines[-1])
+    return f"registration failed: {detail[:200]}"
+
+
 @dataclass(frozen=True)
 class RegistrationResult:
     """Outcome of :func:`register_rigid`.
@@ -181,6 +197,8 @@ def register_rigid(
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     try:
         result = reg.Execute(fixed, moving)
+    except RuntimeError as exc:
+        raise RegistrationError(_itk_reason(exc)) from None
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     # Execute returns a composite wrapping the optimised Euler transform: flatten it.
@@ -300,6 +318,31 @@ def target_to_source_indices(
     return ijk @ m[:3, :3].T + m[:3, 3]
 
 
+def resample_nearest(
+    data: np.ndarray,
+    source_affine: np.ndarray,
+    target_shape: tuple[int, int, int],
+    target_affine: np.ndarray,
+    target_to_source_ras: np.ndarray | None = None,
+    *,
+    fill: float = 0,
+) -> np.ndarray:
+    """Nearest-neighbour lookup of a volume (3D, or 4D with one volume per last index).
+
+    Each target voxel takes the value of the source voxel nearest to where it lands; no new
+    values are made (labels stay labels, a map's voxel values are never mixed across tissue
+    borders). Target voxels that land outside the source grid get ``fill``.
+    """
+    idx = np.rint(
+        target_to_source_indices(target_shape, target_affine, source_affine, target_to_source_ras)
+    ).astype(np.int64)
+    inside = np.all((idx >= 0) & (idx < np.array(data.shape[:3])), axis=-1)
+    out = np.full(tuple(target_shape) + data.shape[3:], fill, dtype=data.dtype)
+    i, j, k = (idx[..., n][inside] for n in range(3))
+    out[inside] = data[i, j, k]
+    return out
+
+
 def pull_back_labels(
     labels: np.ndarray,
     source_affine: np.ndarray,
@@ -309,17 +352,11 @@ def pull_back_labels(
 ) -> np.ndarray:
     """Nearest-neighbour lookup of a label volume (3D, or 4D with one mask per volume).
 
-    Each target voxel takes the label of the source voxel nearest to where it lands; target
-    voxels that land outside the source grid get 0 (no label).
+    Target voxels that land outside the source grid get 0 (no label).
     """
-    idx = np.rint(
-        target_to_source_indices(target_shape, target_affine, source_affine, target_to_source_ras)
-    ).astype(np.int64)
-    inside = np.all((idx >= 0) & (idx < np.array(labels.shape[:3])), axis=-1)
-    out = np.zeros(tuple(target_shape) + labels.shape[3:], dtype=labels.dtype)
-    i, j, k = (idx[..., n][inside] for n in range(3))
-    out[inside] = labels[i, j, k]
-    return out
+    return resample_nearest(
+        labels, source_affine, target_shape, target_affine, target_to_source_ras, fill=0
+    )
 
 
 def resample_linear(

@@ -247,3 +247,60 @@ def rois_from_4d(data: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray
     if len(set(names)) != len(names):
         raise QMRIInputError("ROI names repeat in the mask image's names list")
     return {str(name): data[..., k] > 0 for k, name in enumerate(names)}
+
+
+def treated_region_mask(
+    labels: np.ndarray,
+    table: Mapping[int, Label | str],
+    treated_levels: Sequence[str] | str,
+    *,
+    voxel_size_mm: Sequence[float],
+    margin_levels: int = 1,
+    margin_mm: float = 10.0,
+) -> np.ndarray:
+    """Region around the treated levels, for focusing a registration metric there.
+
+    The spine bends between visits, so one rigid transform cannot align every level; what the
+    response analysis needs aligned is the treated level and its neighbours. The region is
+    every labelled structure (vertebral body, posterior elements, cord) of the levels within
+    ``margin_levels`` of a treated level, plus the tumour, grown by ``margin_mm`` in every
+    direction so that the surrounding edges (fat, muscle, canal) take part in the metric.
+
+    Parameters
+    ----------
+    labels : ndarray of int
+        Baseline label image.
+    table : mapping of int to Label or str
+        Its lookup table.
+    treated_levels : sequence of str or str
+        Treated levels.
+    voxel_size_mm : sequence of 3 floats
+        Voxel size of ``labels`` (mm), for the margin.
+    margin_levels : int, default 1
+        Levels above and below the treated ones to include.
+    margin_mm : float, default 10
+        Growth of the region (mm).
+
+    Returns
+    -------
+    ndarray of bool
+    """
+    parsed = label_table(table)
+    labels = check_labels(labels, parsed)
+    treated = parse_levels(treated_levels, "treated_levels")
+    wanted = [
+        lb.index
+        for lb in parsed.values()
+        if lb.structure == "tumor"
+        or (
+            lb.level is not None
+            and min(abs(LEVEL_INDEX[lb.level] - LEVEL_INDEX[t]) for t in treated) <= margin_levels
+        )
+    ]
+    core = _mask_of(labels, wanted)
+    if not core.any():
+        raise QMRIInputError(f"no labelled structure at or near the treated levels {treated}")
+    distance = ndimage.distance_transform_edt(
+        ~core, sampling=tuple(float(v) for v in voxel_size_mm)
+    )
+    return distance <= margin_mm

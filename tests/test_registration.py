@@ -149,3 +149,17 @@ def test_transform_files_round_trip_and_errors(tmp_path):
     with pytest.raises(QMRIInputError, match=r"missing_xfm\.txt: transform file not found"):
         read_transform(tmp_path / "missing_xfm.txt")
     assert isinstance(read_transform(path), sitk.Transform)
+
+
+def test_no_overlap_is_a_one_line_error(grid):
+    from qmri.registration import RegistrationError
+
+    fixed = nifti_to_sitk(grid, _image(grid))
+    far = grid.__class__(np.asarray(grid.dataobj), grid.affine.copy())
+    far.affine[:3, 3] += 500.0  # 50 cm away: nothing in common
+    moving = nifti_to_sitk(far, _image(grid))
+    with pytest.raises(
+        RegistrationError, match="^registration failed: the images do not overlap"
+    ) as info:
+        register_rigid(fixed, moving)
+    assert "\n" not in str(info.value)

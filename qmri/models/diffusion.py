@@ -8,7 +8,10 @@ fitted by weighted linear least squares on :math:`\ln S` (weights :math:`S^2`,
 the ADC approaches the tissue diffusion coefficient; ``S0`` is then the intercept extrapolated to
 b = 0, not the measured b = 0 signal.
 
-Several diffusion directions at one b-value are all used: their signals are first averaged
+Several diffusion directions at one b-value are all used. Volumes whose b-values differ by at
+most :data:`SHELL_TOLERANCE` (2 %, relative) form one shell (scanners report slightly different
+b-values per direction, e.g. 987-1003 s/mm^2 for a nominal b = 1000), whose b-value is the mean of
+its members (:func:`group_shells`). Their signals are first averaged
 geometrically per b-value (the scanner's "trace-weighted" image, :math:`\ln \bar S_b =
 \langle \ln S_{b,i} \rangle_i`), and the shell enters the weighted fit with weight
 :math:`n_b \bar S_b^2`. With three orthogonal directions (or any uniformly spread set) per shell
@@ -28,7 +31,11 @@ from qmri.errors import QMRIInputError
 from qmri.fitting import DEFAULT_CHUNK_SIZE, loglinear_wls, r_squared, weighted_line_fit
 from qmri.models.base import KernelOutput, ModelFit, as_float_vector, check_data, fit_voxelwise
 
-__all__ = ["ADC_BOUNDS_MM2_S", "ADCModel", "adc_signal"]
+__all__ = ["ADC_BOUNDS_MM2_S", "SHELL_TOLERANCE", "ADCModel", "adc_signal", "group_shells"]
+
+#: Relative tolerance under which neighbouring b-values belong to one shell (see
+#: :func:`group_shells`).
+SHELL_TOLERANCE = 0.02
 
 #: Accepted ADC range (mm^2/s). The lower bound lets noise push a near-zero ADC slightly below 0
 #: (kept, so ROI means are not biased); a clearly negative ADC is a failure.
@@ -41,6 +48,47 @@ _REFERENCE = (
     "estimation of diffusion MRI parameters: strengths, limitations, and pitfalls. NeuroImage "
     "2013;81:335-346. doi:10.1016/j.neuroimage.2013.05.028"
 )
+
+
+def group_shells(
+    bvals_s_per_mm2: ArrayLike, tolerance: float = SHELL_TOLERANCE
+) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    """Group b-values into shells: sorted neighbours within ``tolerance`` (relative) join.
+
+    Parameters
+    ----------
+    bvals_s_per_mm2 : (n,) array_like
+        b-value of every volume (s/mm^2).
+    tolerance : float, default :data:`SHELL_TOLERANCE`
+        Two b-values adjacent in sorted order share a shell when their difference is at most
+        ``tolerance`` times the larger one (so b = 0 only groups with b = 0).
+
+    Returns
+    -------
+    shells : (n_shells,) ndarray
+        Mean b-value of each shell (s/mm^2), increasing.
+    shell_of : (n,) ndarray of int
+        Shell index of every volume.
+
+    Examples
+    --------
+    >>> shells, of = group_shells([0, 995, 1003, 500, 0])
+    >>> shells.tolist(), of.tolist()
+    ([0.0, 500.0, 999.0], [0, 2, 2, 1, 0])
+    """
+    b = np.asarray(bvals_s_per_mm2, dtype=np.float64).reshape(-1)
+    order = np.argsort(b, kind="stable")
+    sb = b[order]
+    new = np.ones(sb.size, dtype=bool)
+    new[1:] = np.diff(sb) > tolerance * sb[1:]
+    label_sorted = np.cumsum(new) - 1
+    shell_of = np.empty(b.size, dtype=np.intp)
+    shell_of[order] = label_sorted
+    n_shells = int(label_sorted[-1]) + 1 if b.size else 0
+    shells = np.bincount(shell_of, weights=b, minlength=n_shells) / np.bincount(
+        shell_of, minlength=n_shells
+    )
+    return shells, shell_of
 
 
 def adc_signal(s0: ArrayLike, adc_mm2_s: ArrayLike, bvals_s_per_mm2: ArrayLike) -> np.ndarray:
@@ -70,11 +118,14 @@ class ADCModel:
     b_min : float, default 0
         Smallest b-value used (s/mm^2).
     b_max : float, optional
-        Largest b-value used (s/mm^2); default: all.
+        Largest b-value used (s/mm^2); default: all. ``b_min`` and ``b_max`` select volumes
+        (inclusive) before shells are formed; e.g. ``b_min=200`` for a perfusion-insensitive ADC.
 
     Notes
     -----
-    Maps: ``ADC`` (mm^2/s), ``S0`` (a.u.), ``R2`` (1), ``fitmask`` (1). Volumes with
+    Maps: ``ADC`` (mm^2/s), ``S0`` (a.u.), ``R2`` (1), ``fitmask`` (1). With several
+    directions per shell the ADC is the trace ADC (mean diffusivity for a uniform direction set;
+    see the module description). Volumes with
     non-positive signal get weight 0 (no logarithm of them is taken). A voxel fails when its data
     are not finite, fewer than two distinct b-values carry positive signal, the ADC lies outside
     :data:`ADC_BOUNDS_MM2_S`, or S0 is not finite.
@@ -101,7 +152,7 @@ class ADCModel:
         if b_max_f < b_min:
             raise QMRIInputError(f"b_max ({b_max_f:g}) is smaller than b_min ({b_min:g})")
         used = (b >= b_min) & (b <= b_max_f)
-        if np.unique(b[used]).size < 2:
+        if np.unique(b[used]).size < 2 or group_shells(b[used])[0].size < 2:
             raise QMRIInputError(
                 f"an ADC fit needs at least 2 different b-values in [{b_min:g}, {b_max_f:g}] "
                 f"s/mm^2, got {sorted(set(b[used].tolist()))}"
@@ -172,7 +223,7 @@ class ADCModel:
         used = self._used
         b = self._bvals[used]
         all_used = bool(used.all())
-        shells, shell_of = np.unique(b, return_inverse=True)
+        shells, shell_of = group_shells(b)
         one_per_shell = shells.size == b.size
         member = np.zeros((b.size, shells.size))
         member[np.arange(b.size), shell_of] = 1.0

@@ -45,7 +45,8 @@ def registration_args():
         f"--bins {reg['bins']} --iterations {reg['iterations']} "
         f"--shrink-factors {' '.join(str(v) for v in reg['shrink_factors'])} "
         f"--smoothing-sigmas-mm {' '.join(str(v) for v in reg['smoothing_sigmas_mm'])} "
-        f"--sampling-fraction {reg['sampling_fraction']} --learning-rate {reg['learning_rate']}"
+        f"--sampling-fraction {reg['sampling_fraction']} --learning-rate {reg['learning_rate']} "
+        f"--max-metric {reg['max_metric']}"
     )
 
 
@@ -56,6 +57,22 @@ def reference_image(wildcards):
 def baseline_reference(wildcards):
     idx = STUDY.subjects[wildcards.subject]
     return idx.sessions[idx.baseline].reference
+
+
+def focus_inputs(wildcards):
+    """Baseline labels and participants.tsv when the session metric focuses on treated levels."""
+    if config["registration"]["focus"] != "treated_levels":
+        return {}
+    return {"labels": labels_input(wildcards), "participants": PARTICIPANTS_TSV}
+
+
+def focus_args(wildcards, input):
+    if config["registration"]["focus"] != "treated_levels":
+        return ""
+    return (
+        f"--focus-labels {input.labels} --participants {input.participants} "
+        f"--subject {wildcards.subject}"
+    )
 
 
 def baseline_reference_of_subject(wildcards):
@@ -115,40 +132,92 @@ def series_xfm(subject, session, fit):
     return f"sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-{series}_to-ref_mode-image_xfm.txt"
 
 
-def session_stat_inputs(wildcards):
-    s, ses = wildcards.subject, wildcards.session
-    out = {
-        "rois": f"sub-{s}/rois/sub-{s}_space-baseline_desc-rois_mask.nii.gz",
-        "session_xfm": f"sub-{s}/ses-{ses}/xfm/sub-{s}_ses-{ses}_from-ref_to-baseline_mode-image_xfm.txt",
-    }
-    for fit in STUDY.fits(s, ses):
-        out[f"{fit}_map"] = fit_output(s, ses, fit, FITS[fit]["statistic"][0])
-        out[f"{fit}_fitmask"] = fit_output(s, ses, fit, "fitmask")
-        out[f"{fit}_xfm"] = series_xfm(s, ses, fit)
+def session_xfm(subject, session):
+    return f"sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-ref_to-baseline_mode-image_xfm.txt"
+
+
+def rois_mask(subject):
+    return f"sub-{subject}/rois/sub-{subject}_space-baseline_desc-rois_mask.nii.gz"
+
+
+def fit_inputs(subject, session, key=""):
+    """Map, fit mask and series transform of every fit of a session, as named inputs."""
+    out = {}
+    for fit in STUDY.fits(subject, session):
+        out[f"{key}{fit}_map"] = fit_output(subject, session, fit, FITS[fit]["statistic"][0])
+        out[f"{key}{fit}_fitmask"] = fit_output(subject, session, fit, "fitmask")
+        out[f"{key}{fit}_xfm"] = series_xfm(subject, session, fit)
     return out
 
 
-def session_stat_args(wildcards, input):
-    """--map NAME MAP FITMASK SERIES_XFM for every fit of the session."""
+def map_args(subject, session, input, option="--map", key=""):
+    """``--map NAME MAP FITMASK SERIES_XFM`` for every fit of a session."""
     args = []
-    for fit in STUDY.fits(wildcards.subject, wildcards.session):
+    for fit in STUDY.fits(subject, session):
         name = FITS[fit]["statistic"][1]
-        args.append(
-            f"--map {name} {input[fit + '_map']} {input[fit + '_fitmask']} {input[fit + '_xfm']}"
-        )
+        files = [input[f"{key}{fit}_{part}"] for part in ("map", "fitmask", "xfm")]
+        args.append(f"{option} {name} {' '.join(str(f) for f in files)}")
     return " ".join(args)
 
 
-def subject_session_tables(wildcards):
+def session_stat_inputs(wildcards):
+    s, ses = wildcards.subject, wildcards.session
+    return {
+        "rois": rois_mask(s),
+        "session_xfm": session_xfm(s, ses),
+        **fit_inputs(s, ses),
+    }
+
+
+def session_stat_args(wildcards, input):
+    return map_args(wildcards.subject, wildcards.session, input)
+
+
+def baseline_space_inputs(wildcards):
+    s, ses = wildcards.subject, wildcards.session
+    base = STUDY.subjects[s].baseline
+    return {
+        "rois": rois_mask(s),
+        "reference": baseline_reference(wildcards),
+        "session_xfm": session_xfm(s, ses),
+        "baseline_session_xfm": session_xfm(s, base),
+        **fit_inputs(s, ses),
+        **fit_inputs(s, base, key="baseline_"),
+    }
+
+
+def baseline_space_args(wildcards, input):
+    s, ses = wildcards.subject, wildcards.session
+    base = STUDY.subjects[s].baseline
+    thresholds = " ".join(f"--threshold {k} {v}" for k, v in config["prm"]["thresholds"].items())
+    thresholds += f" --erode-voxels {config['prm']['erode_voxels']}"
+    return " ".join(
+        [
+            map_args(s, ses, input),
+            map_args(s, base, input, "--baseline-map", "baseline_"),
+            thresholds,
+        ]
+    )
+
+
+def xfm_sidecars(subject):
+    """JSON sidecars of every transform of a subject (for the registration table)."""
+    out = []
+    for ses in STUDY.subjects[subject].sessions:
+        out.append(session_xfm(subject, ses).replace(".txt", ".json"))
+        out += [series_xfm(subject, ses, fit).replace(".txt", ".json") for fit in STUDY.fits(subject, ses)]
+    return out
+
+
+def subject_table_inputs(wildcards):
     s = wildcards.subject
-    return [
-        f"sub-{s}/ses-{ses}/sub-{s}_ses-{ses}_roistats.csv"
-        for ses in STUDY.subjects[s].sessions
-    ]
-
-
-def sessions_tsv(wildcards):
-    return STUDY.subjects[wildcards.subject].sessions_tsv
+    sessions = list(STUDY.subjects[s].sessions)
+    return {
+        "sessions": [f"sub-{s}/ses-{ses}/sub-{s}_ses-{ses}_roistats.csv" for ses in sessions],
+        "prm": [f"sub-{s}/ses-{ses}/sub-{s}_ses-{ses}_prm.csv" for ses in sessions],
+        "xfm": xfm_sidecars(s),
+        "sessions_tsv": STUDY.subjects[s].sessions_tsv,
+    }
 
 
 def subject_table_paths(kind):
@@ -164,7 +233,11 @@ def final_outputs():
     return [
         *subject_table_paths("roistats"),
         *subject_table_paths("response"),
+        *subject_table_paths("prm"),
+        *subject_table_paths("registration"),
         "cohort/roistats.csv",
         "cohort/response.csv",
+        "cohort/prm.csv",
+        "cohort/registration.csv",
         "dataset_description.json",
     ]

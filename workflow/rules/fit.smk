@@ -17,6 +17,8 @@ rule fit_vfa:
             "fitmask.nii.gz",
         ),
         xfm="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-VFA_to-ref_mode-image_xfm.txt",
+        xfm_json="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-VFA_to-ref_mode-image_xfm.json",
+        qc="sub-{subject}/qc/sub-{subject}_ses-{session}_from-VFA_to-ref_checkerboard.png",
     params:
         prefix=fit_prefix,
         method=config["t1_vfa"]["method"],
@@ -28,7 +30,7 @@ rule fit_vfa:
         "../envs/qmri.yaml"
     shell:
         "qmri -v pipeline fit-vfa --vfa {input.vfa} {params.b1} --method {params.method} "
-        "--out {params.prefix} --reference {input.reference} --xfm {output.xfm} "
+        "--out {params.prefix} --reference {input.reference} --xfm {output.xfm} --qc {output.qc} "
         "{params.registration} > {log} 2>&1"
 
 
@@ -45,6 +47,8 @@ rule fit_mese:
             "fitmask.nii.gz",
         ),
         xfm="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-MESE_to-ref_mode-image_xfm.txt",
+        xfm_json="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-MESE_to-ref_mode-image_xfm.json",
+        qc="sub-{subject}/qc/sub-{subject}_ses-{session}_from-MESE_to-ref_checkerboard.png",
     params:
         prefix=fit_prefix,
         drop_first_echo="--drop-first-echo" if config["t2"]["drop_first_echo"] else "",
@@ -55,7 +59,7 @@ rule fit_mese:
         "../envs/qmri.yaml"
     shell:
         "qmri -v pipeline fit-t2 --echoes {input.echoes} {params.drop_first_echo} "
-        "--out {params.prefix} --reference {input.reference} --xfm {output.xfm} "
+        "--out {params.prefix} --reference {input.reference} --xfm {output.xfm} --qc {output.qc} "
         "{params.registration} > {log} 2>&1"
 
 
@@ -72,6 +76,8 @@ rule fit_adc:
             "fitmask.nii.gz",
         ),
         xfm="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-dwi_to-ref_mode-image_xfm.txt",
+        xfm_json="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-dwi_to-ref_mode-image_xfm.json",
+        qc="sub-{subject}/qc/sub-{subject}_ses-{session}_from-dwi_to-ref_checkerboard.png",
     params:
         prefix=fit_prefix,
         b_min=config["adc"]["b_min"],
@@ -84,4 +90,4 @@ rule fit_adc:
     shell:
         "qmri -v pipeline fit-adc --dwi {input.dwi} --b-min {params.b_min} "
         "--b-max {params.b_max} --out {params.prefix} --reference {input.reference} "
-        "--xfm {output.xfm} {params.registration} > {log} 2>&1"
+        "--xfm {output.xfm} --qc {output.qc} {params.registration} > {log} 2>&1"

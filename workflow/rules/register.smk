@@ -5,16 +5,21 @@
 
 rule register_session:
     input:
+        unpack(focus_inputs),
         reference=reference_image,
         baseline=baseline_reference,
     output:
         xfm="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-ref_to-baseline_mode-image_xfm.txt",
+        xfm_json="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-ref_to-baseline_mode-image_xfm.json",
+        qc="sub-{subject}/qc/sub-{subject}_ses-{session}_from-ref_to-baseline_checkerboard.png",
     params:
         registration=registration_args(),
+        focus=focus_args,
     log:
         "logs/register_session/sub-{subject}_ses-{session}.log",
     conda:
         "../envs/qmri.yaml"
     shell:
         "qmri -v pipeline register-session --reference {input.reference} "
-        "--baseline {input.baseline} --out {output.xfm} {params.registration} > {log} 2>&1"
+        "--baseline {input.baseline} --out {output.xfm} --qc {output.qc} {params.focus} "
+        "{params.registration} > {log} 2>&1"

@@ -26,11 +26,12 @@ rule session_roistats:
 
 rule subject_tables:
     input:
-        sessions=subject_session_tables,
-        sessions_tsv=sessions_tsv,
+        unpack(subject_table_inputs),
     output:
         roistats="sub-{subject}/sub-{subject}_roistats.csv",
         response="sub-{subject}/sub-{subject}_response.csv",
+        prm="sub-{subject}/sub-{subject}_prm.csv",
+        registration="sub-{subject}/sub-{subject}_registration.csv",
     log:
         "logs/subject_tables/sub-{subject}.log",
     conda:
@@ -38,7 +39,9 @@ rule subject_tables:
     shell:
         "qmri -v pipeline subject-tables --subject {wildcards.subject} "
         "--sessions {input.sessions} --sessions-tsv {input.sessions_tsv} "
-        "--out-roistats {output.roistats} --out-response {output.response} > {log} 2>&1"
+        "--out-roistats {output.roistats} --out-response {output.response} "
+        "--prm {input.prm} --out-prm {output.prm} --xfm-sidecars {input.xfm} "
+        "--out-registration {output.registration} > {log} 2>&1"
 
 
 rule cohort_table:
@@ -47,7 +50,7 @@ rule cohort_table:
     output:
         "cohort/{kind}.csv",
     wildcard_constraints:
-        kind="roistats|response",
+        kind="roistats|response|prm|registration",
     log:
         "logs/cohort_table/{kind}.log",
     conda:

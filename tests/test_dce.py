@@ -1,0 +1,340 @@
+"""DCE: signal to concentration, relaxivity, AIFs, bolus arrival, kinetic models, iAUC maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qmri.dce import (
+    ArterialInputFunction,
+    aif_from_blood_curve,
+    detect_bolus_arrival,
+    mean_curve,
+    parker_aif,
+    parker_blood_concentration,
+    read_aif_tsv,
+    relaxivity,
+    semiquantitative_maps,
+    signal_to_concentration,
+)
+from qmri.errors import QMRIInputError
+from qmri.models.base import ModelFit
+from qmri.models.dce import ExtendedToftsModel, PatlakModel, ToftsModel, exp_convolution
+
+T = np.arange(0.0, 300.0, 2.5)  # frame times (s)
+FA, TR = 15.0, 0.004
+
+
+def spgr(t1, fa_deg, tr, m0=1000.0):
+    """SPGR signal written out independently of qmri."""
+    a = np.deg2rad(fa_deg)
+    e1 = np.exp(-tr / t1)
+    return m0 * np.sin(a) * (1 - e1) / (1 - np.cos(a) * e1)
+
+
+@pytest.fixture(scope="module")
+def aif():
+    return parker_aif(T, delay_s=30.0)
+
+
+# ------------------------------------------------------------------------------ concentration
+def test_signal_to_concentration_roundtrip_with_b1():
+    rng = np.random.default_rng(1)
+    shape = (3, 4)
+    t10 = rng.uniform(0.6, 1.6, shape)
+    b1 = rng.uniform(0.8, 1.2, shape)
+    conc = np.zeros((*shape, T.size))
+    conc[..., 12:] = rng.uniform(0.05, 1.0, (*shape, 1)) * np.linspace(1, 0.5, T.size - 12)
+    r1 = 3.7
+    t1 = 1.0 / (1.0 / t10[..., None] + r1 * conc)
+    sig = spgr(t1, FA * b1[..., None], TR)
+    res = signal_to_concentration(
+        sig, t10, FA, TR, baseline_frames=10, agent="gadoteridol", field_strength_t=2.89, b1=b1
+    )
+    np.testing.assert_allclose(res.concentration, conc, atol=1e-9)
+    assert res.n_uninvertible == 0
+    assert res.options["r1_per_mM_per_s"] == 3.7
+    assert "Rohrer" in res.options["r1_source"]
+    assert res.options["b1_corrected"] is True
+    assert res.options["baseline_skip_first_frame"] is False
+    # without the B1 map the answer is biased
+    biased = signal_to_concentration(sig, t10, FA, TR, baseline_frames=10, r1=3.7)
+    assert np.nanmax(np.abs(biased.concentration - conc)) > 1e-3
+
+
+def test_signal_above_spgr_maximum_is_nan():
+    sig = np.full((2, 6), 100.0)
+    sig[0, 4] = 1e6  # above M0 sin(alpha): not invertible
+    sig[1, 5] = -1.0  # negative signal: not invertible
+    res = signal_to_concentration(sig, np.array([1.0, 1.0]), FA, TR, baseline_frames=3, r1=4.0)
+    assert np.isnan(res.concentration[0, 4])
+    assert np.isnan(res.concentration[1, 5])
+    assert res.n_uninvertible == 2
+    assert np.isfinite(res.concentration[0, :4]).all()
+
+
+def test_float32_input_gives_float32_and_mask():
+    sig = np.full((2, 2, 5), 50.0, dtype=np.float32)
+    res = signal_to_concentration(
+        sig, np.ones((2, 2)), FA, TR, baseline_frames=2, r1=4.0, mask=np.eye(2)
+    )
+    assert res.concentration.dtype == np.float32
+    assert np.isnan(res.concentration[0, 1]).all()
+    assert np.isfinite(res.concentration[0, 0]).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"t10_s": np.ones(3)}, "T1 map has shape"),
+        ({"baseline_frames": 0}, "baseline frames must be between 1 and 5"),
+        ({"baseline_frames": 6}, "baseline frames must be between"),
+        ({"baseline_frames": 1, "skip_first_frame": True}, "between 2 and 5"),
+        ({"r1": None, "agent": "unobtainium"}, "known agents: gadobenate, gadobutrol"),
+        ({"r1": -1.0}, "r1 must be positive"),
+        ({"tr_s": 4.0}, "give seconds"),
+    ],
+)
+def test_signal_to_concentration_errors(kwargs, match):
+    args = {"t10_s": np.ones(2), "baseline_frames": 2, "r1": 4.0, "tr_s": TR}
+    args.update(kwargs)
+    with pytest.raises(QMRIInputError, match=match) as info:
+        signal_to_concentration(np.ones((2, 6)), args.pop("t10_s"), FA, **args)
+    assert "\n" not in str(info.value)
+
+
+def test_relaxivity_table():
+    assert relaxivity("gadoteridol", 1.5)[0] == 4.1
+    assert relaxivity("Gadovist", 3.0)[0] == 5.0
+    assert relaxivity("gadoterate", 3)[0] == 3.5
+    assert relaxivity("MultiHance", 1.5)[0] == 6.3
+    assert relaxivity("Gd-DTPA", 3.0)[0] == 3.7
+    with pytest.raises(QMRIInputError, match=r"known: 1\.5 T, 3 T"):
+        relaxivity("gadobutrol", 7.0)
+    with pytest.raises(QMRIInputError, match="unknown contrast agent None"):
+        relaxivity(None, 3.0)
+
+
+# ------------------------------------------------------------------------------ AIFs
+def test_parker_aif_hematocrit_and_delay():
+    t = np.arange(0.0, 120.0, 1.5)
+    blood = parker_blood_concentration(t)
+    aif = parker_aif(t, hematocrit=0.42)
+    np.testing.assert_allclose(aif.cp, blood / 0.58)
+    delayed = parker_aif(t, delay_s=7.3, hematocrit=0.0)
+    assert (delayed.cp[t < 7.3] == 0).all()
+    np.testing.assert_allclose(delayed.cp[t >= 7.3], parker_blood_concentration(t[t >= 7.3] - 7.3))
+    assert delayed.options["aif_delay_s"] == 7.3
+    assert delayed.options["hematocrit"] == 0.0
+    with pytest.raises(QMRIInputError, match="hematocrit"):
+        parker_aif(t, hematocrit=1.2)
+
+
+def test_measured_aif_from_label_and_tsv(tmp_path):
+    rng = np.random.default_rng(3)
+    blood = parker_blood_concentration(T, 20.0)
+    data = blood + rng.normal(0, 0.01, (4, 5, T.size))
+    labels = np.zeros((4, 5), dtype=int)
+    labels[1:3, 2:4] = 1
+    curve = mean_curve(data, labels == 1)
+    np.testing.assert_allclose(curve, data[1:3, 2:4].mean(axis=(0, 1)))
+    aif = aif_from_blood_curve(T, curve, hematocrit=0.45, source="aorta label")
+    np.testing.assert_allclose(aif.cp, curve / 0.55)
+    assert aif.options == {"aif": "measured", "aif_source": "aorta label", "hematocrit": 0.45}
+
+    tsv = tmp_path / "aif.tsv"
+    fine = np.arange(0.0, 301.0, 1.0)
+    tsv.write_text("time\tcp\n" + "".join(f"{a}\t{2 * a + 1}\n" for a in fine))
+    got = read_aif_tsv(tsv, T)
+    np.testing.assert_allclose(got.cp, 2 * T + 1)
+    assert got.options["aif_interpolated"] is True
+    short = tmp_path / "short.tsv"
+    short.write_text("time\tcp\n0\t0\n100\t1\n")
+    with pytest.raises(QMRIInputError, match=r"short\.tsv: AIF covers 0-100 s"):
+        read_aif_tsv(short, T)
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("t\tc\n0\t0\n")
+    with pytest.raises(QMRIInputError, match="columns 'time'"):
+        read_aif_tsv(bad, T)
+
+
+def test_bolus_arrival_synthetic():
+    t = np.arange(0.0, 200.0, 3.0)
+    rng = np.random.default_rng(5)
+    truth = 41.3
+    x = np.clip(t - truth, 0, None)
+    curve = 2.0 * x / 20.0 * np.exp(1 - x / 20.0)  # gamma-variate-like, peak at arrival + 20 s
+    noisy = curve + rng.normal(0, 0.02, t.size)
+    assert abs(detect_bolus_arrival(t, noisy, baseline_frames=10) - truth) < 1.5
+    assert abs(detect_bolus_arrival(t, curve) - truth) < 1.0
+    with pytest.raises(QMRIInputError, match="no bolus"):
+        detect_bolus_arrival(t, np.zeros(t.size), baseline_frames=5)
+
+
+# ------------------------------------------------------------------------------ convolution
+@settings(max_examples=25, deadline=None)
+@given(
+    kep=st.floats(0.0, 8.0),
+    steps=st.lists(st.floats(0.5, 6.0), min_size=3, max_size=12),
+    values=st.lists(st.floats(0.0, 5.0), min_size=13, max_size=13),
+)
+def test_convolution_matches_fine_numerical(kep, steps, values):
+    t = np.concatenate([[0.0], np.cumsum(steps)])  # non-uniform frames (s)
+    c = np.array(values[: t.size])
+    got = exp_convolution(t, c, kep)[0]
+    ref = []
+    for tt in t:  # fine-grid trapezoid of the interpolated AIF times the kernel, t in min
+        s = np.linspace(0.0, tt, 20001)
+        f = np.interp(s, t, c) * np.exp(-kep * (tt - s) / 60.0)
+        ref.append(np.trapezoid(f, s) / 60.0)
+    np.testing.assert_allclose(got, ref, atol=1e-6 * (1 + max(values)) * t[-1] / 60)
+
+
+# ------------------------------------------------------------------------------ models
+def _truth(shape, rng):
+    return {
+        "Ktrans": rng.uniform(0.02, 0.8, shape),
+        "ve": rng.uniform(0.1, 0.7, shape),
+        "vp": rng.uniform(0.01, 0.2, shape),
+    }
+
+
+@pytest.mark.parametrize(
+    ("cls", "names"),
+    [
+        (ToftsModel, ("Ktrans", "ve")),
+        (ExtendedToftsModel, ("Ktrans", "ve", "vp")),
+        (PatlakModel, ("Ktrans", "vp")),
+    ],
+)
+@pytest.mark.parametrize("nonuniform", [False, True])
+def test_noiseless_recovery(aif, cls, names, nonuniform):
+    rng = np.random.default_rng(11)
+    t = T
+    a = aif
+    if nonuniform:
+        t = np.concatenate([np.arange(0.0, 60.0, 1.5), np.arange(60.0, 300.0, 6.0)])
+        a = parker_aif(t, delay_s=30.0)
+    truth = {k: v for k, v in _truth((4, 5, 3), rng).items() if k in names}
+    if cls is PatlakModel:
+        truth["Ktrans"] = truth["Ktrans"] / 5
+    model = cls(t, a)
+    data = model.predict(**truth)
+    mask = np.ones((4, 5, 3), dtype=bool)
+    mask[0, 0, 0] = False
+    fit = model.fit(data, mask=mask, chunk_size=17)
+    assert isinstance(fit, ModelFit)
+    assert (fit.n_fitted, fit.n_failed) == (59, 0)
+    for k, v in truth.items():
+        np.testing.assert_allclose(fit.maps[k][mask], v[mask], rtol=1e-6)
+        assert np.isnan(fit.maps[k][0, 0, 0])
+        assert fit.maps[k].dtype == np.float32
+    if "ve" in truth:
+        np.testing.assert_allclose(fit.maps["kep"][mask], (truth["Ktrans"] / truth["ve"])[mask],
+                                   rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(fit.maps["R2"][mask], 1.0, atol=1e-6)
+    assert fit.maps["fitmask"].sum() == 59
+    assert fit.maps["fitmask"].dtype == np.uint8
+    assert fit.units["Ktrans"] == "1/min"
+    assert fit.options["aif"] == "parker"
+    assert fit.options["hematocrit"] == 0.42
+    assert fit.options["bounds"]["Ktrans"] == [0.0, 5.0]
+
+
+@pytest.mark.parametrize("cls", [ToftsModel, ExtendedToftsModel, PatlakModel])
+def test_fitted_delay_with_noise(aif, cls):
+    rng = np.random.default_rng(2)
+    n = 40
+    truth = _truth(n, rng)
+    truth["delay"] = rng.uniform(-6.0, 8.0, n)
+    if cls is PatlakModel:
+        truth["Ktrans"] = truth["Ktrans"] / 5
+    model = cls(T, aif, fit_delay=True)
+    names = ("Ktrans", *(() if cls is PatlakModel else ("ve",)),
+             *(("vp",) if cls is not ToftsModel else ()))  # fmt: skip
+    data = model.predict(**{k: truth[k] for k in (*names, "delay")})
+    data = data + rng.normal(0, 0.002, data.shape)
+    fit = model.fit(data, provenance={"r1_per_mM_per_s": 3.7})
+    assert fit.n_failed == 0
+    assert fit.units["delay"] == "s"
+    assert np.nanmax(np.abs(fit.maps["delay"] - truth["delay"])) < 1.0
+    assert np.nanmedian(np.abs(fit.maps["Ktrans"] / truth["Ktrans"] - 1)) < 0.02
+    assert fit.options["fit_delay"] is True
+    assert fit.options["r1_per_mM_per_s"] == 3.7
+
+
+def test_failures_are_flagged_not_clipped(aif):
+    model = ExtendedToftsModel(T, aif)
+    good = model.predict(Ktrans=0.3, ve=0.3, vp=0.05)
+    data = np.stack(
+        [
+            good,
+            np.zeros(T.size),  # no enhancement: Ktrans on its bound
+            -good,  # negative concentration
+            model.predict(Ktrans=0.3, ve=0.3, vp=0.05) * 40,  # vp far above 1
+            np.where(np.arange(T.size) == 7, np.nan, good),  # NaN frame
+        ]
+    )
+    fit = model.fit(data)
+    assert fit.maps["fitmask"].tolist() == [1, 0, 0, 0, 0]
+    assert (fit.n_fitted, fit.n_failed) == (5, 4)
+    for name in ("Ktrans", "ve", "vp", "kep", "R2"):
+        assert np.isnan(fit.maps[name][1:]).all()
+    patlak = PatlakModel(T, aif, allow_zero_ktrans=False).fit(-good)
+    assert patlak.n_failed == 1
+
+
+def test_patlak_zero_ktrans_allowed(aif):
+    model = PatlakModel(T, aif)
+    rng = np.random.default_rng(9)
+    y = model.predict(Ktrans=np.zeros(50), vp=np.full(50, 0.1)) + rng.normal(0, 0.01, (50, T.size))
+    fit = model.fit(y)
+    assert fit.n_failed == 0
+    assert (fit.maps["Ktrans"] >= 0).all()
+    assert (fit.maps["Ktrans"] == 0).any()
+    np.testing.assert_allclose(fit.maps["vp"], 0.1, atol=0.01)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda a: ToftsModel(T[::-1], a.cp), "strictly increasing"),
+        (lambda a: ToftsModel(T, a.cp[:-1]), "AIF has 119 samples"),
+        (lambda a: ToftsModel(T, a).fit(np.zeros((2, T.size - 1))), "data has 119 volumes"),
+        (lambda a: ToftsModel(T, a, bounds={"Kep": (0, 1)}), "unknown bound"),
+        (lambda a: ToftsModel(T[:-1], a), "not sampled at the frame times"),
+        (lambda a: ToftsModel(T, a).predict(ve=0.2), "predict needs Ktrans"),
+    ],
+)
+def test_model_input_errors(aif, call, match):
+    with pytest.raises(QMRIInputError, match=match):
+        call(aif)
+
+
+def test_aif_object_checks():
+    with pytest.raises(QMRIInputError, match="finite"):
+        ArterialInputFunction(T, np.full(T.size, np.nan), "array")
+
+
+# ------------------------------------------------------------------------------ semi-quantitative
+def test_semiquantitative_maps():
+    t = np.arange(0.0, 150.0, 2.0)
+    ta = 14.0  # on a frame: the interpolant is exactly the ramp
+    ramp = np.clip(t - ta, 0, None) * 0.01  # C = 0.01 (t - ta) mM
+    conc = np.stack([ramp, 2 * ramp, np.full(t.size, np.nan)]).reshape(3, 1, t.size)
+    sig = 100.0 * (1 + conc)
+    fit = semiquantitative_maps(conc, t, ta, signal=sig, baseline_frames=5)
+    np.testing.assert_allclose(fit.maps["iAUC60"][:2, 0], [18.0, 36.0], rtol=1e-12)
+    np.testing.assert_allclose(fit.maps["iAUC90"][:2, 0], [40.5, 81.0], rtol=1e-6)
+    np.testing.assert_allclose(fit.maps["TTP"][:2, 0], t[-1] - ta)
+    np.testing.assert_allclose(fit.maps["Cmax"][:2, 0], [ramp[-1], 2 * ramp[-1]], rtol=1e-6)
+    np.testing.assert_allclose(fit.maps["MaxRSE"][:2, 0], [ramp[-1], 2 * ramp[-1]], rtol=1e-6)
+    assert fit.maps["fitmask"].ravel().tolist() == [1, 1, 0]
+    assert fit.units["iAUC60"] == "mM*s"
+    assert fit.units["TTP"] == "s"
+    assert fit.options["bolus_arrival_s"] == 14.0
+    late = semiquantitative_maps(conc, t, 100.0)
+    assert np.isnan(late.maps["iAUC90"]).all()
+    assert "iAUC90_note" in late.options
