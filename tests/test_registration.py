@@ -155,11 +155,12 @@ def test_no_overlap_is_a_one_line_error(grid):
     from qmri.registration import RegistrationError
 
     fixed = nifti_to_sitk(grid, _image(grid))
-    far = grid.__class__(np.asarray(grid.dataobj), grid.affine.copy())
-    far.affine[:3, 3] += 500.0  # 50 cm away: nothing in common
+    shifted = grid.affine.copy()
+    shifted[:3, 3] += 500.0  # 50 cm away: nothing in common
+    far = grid.__class__(np.asarray(grid.dataobj), shifted)
     moving = nifti_to_sitk(far, _image(grid))
     with pytest.raises(
-        RegistrationError, match="^registration failed: the images do not overlap"
+        RegistrationError, match=r"^registration failed: the images do not overlap"
     ) as info:
         register_rigid(fixed, moving)
     assert "\n" not in str(info.value)
