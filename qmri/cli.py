@@ -100,21 +100,99 @@ def _cmd_fit(args: argparse.Namespace) -> None:
             np.atleast_1d(tes).tolist(),
             drop_first_echo=args.drop_first_echo,
             quantity="T2" if args.model_kind == "t2" else "T2star",
+            noise_floor=args.noise_floor,
         )
         fit = model.fit(data, mask=mask)
         acq["EchoTime"] = np.atleast_1d(tes).tolist()
+    elif args.model_kind == "t1-ir":
+        tis = _sidecar_value(
+            data_path, "InversionTime", args.inversion_times, args.override_sidecar
+        )
+        _check_volumes(data_path, data, len(np.atleast_1d(tis)), "inversion times")
+        model = models.InversionRecoveryModel(np.atleast_1d(tis).tolist(), tr_s=args.tr)
+        fit = model.fit(data, mask=mask)
+        acq["InversionTime"] = np.atleast_1d(tis).tolist()
+    elif args.model_kind == "dce":
+        _fit_dce(args, data_path, img, data, mask)
+        return
     else:  # dwi
-        from qmri.bids import read_bvals
+        from qmri.bids import read_bvals, read_bvecs
 
         bvals = read_bvals(Path(args.bval))
         _check_volumes(data_path, data, bvals.size, f"b-values in {Path(args.bval).name}")
-        model = models.ADCModel(bvals.tolist(), b_min=args.b_min, b_max=args.b_max)
+        if args.model == "adc":
+            model = models.ADCModel(bvals.tolist(), b_min=args.b_min, b_max=args.b_max)
+        elif args.model == "ivim":
+            model = models.IVIMModel(
+                bvals.tolist(), b_threshold=args.b_threshold, method=args.ivim_method
+            )
+        else:
+            if args.bvec is None:
+                raise QMRIInputError("--model dti needs --bvec", data_path)
+            bvecs = read_bvecs(Path(args.bvec), bvals.size)
+            model = models.DTIModel(bvals.tolist(), bvecs)
+            sources.append(Path(args.bvec))
         fit = model.fit(data, mask=mask)
         acq["bvals"] = bvals.tolist()
         sources.append(Path(args.bval))
     written = pipeline.write_fit(
         fit, img.affine, Path(args.out), sources=sources, acquisition=acq, bids_suffixes=False
     )
+    for path in written:
+        print(path)
+
+
+def _fit_dce(args: argparse.Namespace, data_path: Path, img, data, mask) -> None:
+    """``qmri fit dce``: signal (or concentration) to Tofts / extended Tofts / Patlak maps."""
+    from qmri import pipeline
+    from qmri.io import load_nifti, read_data, read_json, sidecar_path
+
+    side = sidecar_path(data_path)
+    meta = read_json(side) if side.exists() else {}
+    if args.times is not None:
+        try:
+            times = np.loadtxt(args.times, dtype=float, ndmin=1)
+        except ValueError:
+            raise QMRIInputError(
+                "frame times must be one number (s) per line", args.times
+            ) from None
+    else:
+        times = pipeline.dce_frame_times(meta, data.shape[-1], side)
+    if times.size != data.shape[-1]:
+        raise QMRIInputError(f"{times.size} frame times for {data.shape[-1]} volumes", args.times)
+    kwargs: dict[str, Any] = {}
+    sources = [data_path]
+    if not args.concentration:
+        if args.t1 is None:
+            raise QMRIInputError(
+                "--t1 T1map.nii.gz is needed (or pass --concentration)", data_path
+            )
+        t1_img = load_nifti(args.t1, ndim=3)
+        if t1_img.shape != img.shape[:3] or not np.allclose(t1_img.affine, img.affine, atol=1e-3):
+            raise QMRIInputError(
+                f"T1 map grid {t1_img.shape} differs from the DCE grid {img.shape[:3]}", args.t1
+            )
+        flip = _sidecar_value(data_path, "FlipAngle", args.flip_angle, args.override_sidecar)
+        tr = _sidecar_value(data_path, "RepetitionTimeExcitation", args.tr, args.override_sidecar)
+        baseline = args.baseline_frames or meta.get("BaselineFrames")
+        if baseline is None:
+            raise QMRIInputError(
+                "no --baseline-frames and no BaselineFrames in the sidecar", data_path
+            )
+        kwargs.update(
+            t1_s=read_data(t1_img), flip_angle_deg=float(flip), tr_s=float(tr),
+            baseline_frames=int(baseline), r1=args.r1, agent=meta.get("ContrastAgent"),
+            field_strength_t=meta.get("MagneticFieldStrength"),
+        )  # fmt: skip
+        sources.append(args.t1)
+    if args.b1 is not None:
+        kwargs["b1"], _ = pipeline.load_b1_on_grid(args.b1, img.shape[:3], img.affine)
+    written = pipeline.fit_dce(
+        data, img.affine, times, Path(args.out), model=args.model,
+        concentration=args.concentration, aif=args.aif, hematocrit=args.hematocrit,
+        bolus_arrival_s=args.bolus_arrival, fit_delay=args.fit_delay, mask=mask,
+        sources=sources, bids_suffixes=False, **kwargs,
+    )  # fmt: skip
     for path in written:
         print(path)
 
@@ -152,7 +230,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
     from qmri import pipeline
 
     step = args.step
-    if step in ("fit-vfa", "fit-t2", "fit-adc"):
+    if step in ("fit-vfa", "fit-t2", "fit-adc"):  # fit, then register the series
         if step == "fit-vfa":
             kind, series = "VFA", [Path(x) for x in args.vfa]
             pipeline.fit_vfa(series, Path(args.out), b1_path=args.b1, method=args.method)
@@ -166,6 +244,26 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
             kind, series, Path(args.reference), Path(args.xfm),
             options=_registration_options(args), max_metric=args.max_metric, qc_png=args.qc,
         )  # fmt: skip
+    elif step == "fit-dce":
+        from qmri.registration import read_transform, transform_to_matrix
+
+        dce = Path(args.dce)
+        pipeline.register_series(
+            "dce", [dce], Path(args.reference), Path(args.xfm),
+            options=_registration_options(args), max_metric=args.max_metric, qc_png=args.qc,
+        )  # fmt: skip
+        # a DCE-grid point -> reference point (inverse of the DCE transform) -> T1-grid point
+        to_t1 = transform_to_matrix(read_transform(args.t1_xfm)) @ np.linalg.inv(
+            transform_to_matrix(read_transform(args.xfm))
+        )
+        pipeline.fit_dce_series(
+            dce, Path(args.t1), Path(args.out), t1_to_dce_ras=to_t1, b1_path=args.b1,
+            model=args.model, hematocrit=args.hematocrit, r1=args.r1, fit_delay=args.fit_delay,
+        )  # fmt: skip
+    elif step == "fit-ivim":
+        pipeline.fit_ivim(
+            Path(args.dwi), Path(args.out), b_threshold=args.b_threshold, method=args.method
+        )
     elif step == "register-session":
         focus = None
         if args.focus_labels is not None:
@@ -270,13 +368,49 @@ def build_parser() -> argparse.ArgumentParser:
         common(t2)
         t2.add_argument("--echo-times", type=_floats, help="echo times (s), comma-separated")
         t2.add_argument("--drop-first-echo", action="store_true")
-    dwi = fit_sub.add_parser("dwi", help="ADC (mm^2/s) from diffusion-weighted images")
+        t2.add_argument(
+            "--noise-floor",
+            action="store_true",
+            help="fit a constant offset c >= 0 (S0 exp(-TE/T2) + c)",
+        )
+    ir = fit_sub.add_parser("t1-ir", help="T1 (s) from magnitude inversion recovery")
+    common(ir)
+    ir.add_argument("--inversion-times", type=_floats, help="inversion times (s), comma-separated")
+    ir.add_argument(
+        "--tr", type=float, help="repetition time (s), for M0 and inversion efficiency"
+    )
+    dwi = fit_sub.add_parser("dwi", help="ADC, IVIM (D, D*, f) or DTI (FA, MD, AD, RD)")
     common(dwi)
     dwi.add_argument("--bval", required=True, help="FSL .bval file (s/mm^2)")
-    dwi.add_argument("--bvec", help="FSL .bvec file (not needed for ADC)")
-    dwi.add_argument("--model", choices=["adc"], default="adc")
+    dwi.add_argument("--bvec", help="FSL .bvec file (needed for DTI)")
+    dwi.add_argument("--model", choices=["adc", "ivim", "dti"], default="adc")
+    dwi.add_argument(
+        "--b-threshold",
+        type=float,
+        default=200.0,
+        help="IVIM: b (s/mm^2) from which perfusion is negligible",
+    )
+    dwi.add_argument("--ivim-method", choices=["segmented", "full"], default="segmented")
     dwi.add_argument("--b-min", type=float, default=0.0, help="lowest b used (s/mm^2)")
     dwi.add_argument("--b-max", type=float, default=None, help="highest b used (s/mm^2)")
+
+    dce = fit_sub.add_parser("dce", help="Tofts / extended Tofts / Patlak from DCE")
+    common(dce)
+    dce.add_argument("--t1", type=Path, help="pre-contrast T1 map (s) on the DCE grid")
+    dce.add_argument("--flip-angle", type=float, help="flip angle (deg)")
+    dce.add_argument("--tr", type=float, help="repetition time of the excitations (s)")
+    dce.add_argument("--times", type=Path, help="text file: one frame time (s) per line")
+    dce.add_argument("--aif", default="parker", help="'parker' or a TSV with time (s), cp (mM)")
+    dce.add_argument("--model", choices=["tofts", "etofts", "patlak"], default="etofts")
+    dce.add_argument("--r1", type=float, help="relaxivity (/mM/s); default from the agent table")
+    dce.add_argument("--hematocrit", type=float, default=0.42)
+    dce.add_argument("--b1", type=Path, help="TB1map for the flip angle")
+    dce.add_argument("--baseline-frames", type=int, help="pre-contrast frames")
+    dce.add_argument("--bolus-arrival", type=float, help="bolus arrival (s); default detected")
+    dce.add_argument("--fit-delay", action="store_true", help="fit an arterial delay per voxel")
+    dce.add_argument(
+        "--concentration", action="store_true", help="DATA already holds tissue concentration (mM)"
+    )
 
     # qmri phantom
     ph = sub.add_parser("phantom", help="write the spine digital reference object (BIDS)")
@@ -305,11 +439,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--b-min", type=float, default=0.0, help="s/mm^2")
     s.add_argument("--b-max", type=float, default=None, help="s/mm^2")
     fit_steps.append(s)
+    s = steps.add_parser("fit-dce", help=fit_help)
+    s.add_argument("--dce", required=True)
+    s.add_argument("--t1", required=True, help="the session's T1 map (from VFA)")
+    s.add_argument("--t1-xfm", required=True, help="the T1 map's series -> reference xfm")
+    s.add_argument("--b1", type=Path)
+    s.add_argument("--model", choices=["tofts", "etofts", "patlak"], default="etofts")
+    s.add_argument("--hematocrit", type=float, default=0.42)
+    s.add_argument("--r1", type=float, help="relaxivity (/mM/s); default from the agent table")
+    s.add_argument("--fit-delay", action="store_true")
+    fit_steps.append(s)
     for s in fit_steps:
         s.add_argument("--out", required=True, help="output prefix of the maps")
         s.add_argument("--reference", required=True, help="the session's reference image")
         s.add_argument("--xfm", required=True, help="output: series -> reference transform")
         _add_registration_options(s)
+    s = steps.add_parser("fit-ivim", help="IVIM maps of a DWI series (no registration)")
+    s.add_argument("--dwi", required=True)
+    s.add_argument("--b-threshold", type=float, default=200.0, help="s/mm^2")
+    s.add_argument("--method", choices=["segmented", "full"], default="segmented")
+    s.add_argument("--out", required=True, help="output prefix of the maps")
     s = steps.add_parser("register-session", help="register a session to the baseline")
     s.add_argument("--reference", required=True)
     s.add_argument("--baseline", required=True)

@@ -22,16 +22,19 @@ import csv
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from qmri.errors import QMRIInputError
-from qmri.models.base import ModelFit
+
+if TYPE_CHECKING:
+    from qmri.models.base import ModelFit
 
 __all__ = [
     "DEFAULT_HEMATOCRIT",
+    "PARKER_FINE_DT_S",
     "PARKER_PARAMS",
     "RELAXIVITY_TABLE",
     "ArterialInputFunction",
@@ -39,6 +42,7 @@ __all__ = [
     "aif_from_blood_curve",
     "check_frame_times",
     "detect_bolus_arrival",
+    "fine_time_grid",
     "mean_curve",
     "parker_aif",
     "parker_blood_concentration",
@@ -103,6 +107,10 @@ PARKER_PARAMS: dict[str, float] = {
     "s": 38.078,
     "tau": 0.483,
 }
+#: Default largest step (s) of the fine grid on which the Parker AIF is convolved (see
+#: :func:`parker_aif`): at 0.5 s the models match a 0.05 s reference to < 0.1 % (measured on the
+#: phantom, 7 s frames), at a few ms per 20 000-voxel model evaluation.
+PARKER_FINE_DT_S = 0.5
 PARKER_REFERENCE = (
     "Parker GJM, Roberts C, Macdonald A, et al. Experimentally-derived functional form for a "
     "population-averaged high-temporal-resolution arterial input function for dynamic "
@@ -436,7 +444,7 @@ def signal_to_concentration(
 
 @dataclass(frozen=True)
 class ArterialInputFunction:
-    """Plasma concentration of the arterial input at the frame times.
+    """Plasma concentration of the arterial input at the frame times (and optionally finer).
 
     Attributes
     ----------
@@ -448,12 +456,21 @@ class ArterialInputFunction:
         ``"parker"``, ``"measured"`` (from a blood curve), ``"file"`` (a TSV) or ``"array"``.
     options : dict
         Provenance (AIF kind, parameters, hematocrit, delay, file) for the output sidecar.
+    fine_times_s : (n_fine,) ndarray or None
+        Optional fine time grid (s) of an analytic AIF: every frame interval split into equal
+        steps (``times_s`` is a subset, first and last nodes are the first and last frames).
+        The kinetic models then convolve the piecewise-linear interpolant of ``fine_cp`` (not of
+        ``cp``) and sample the result at the frame times. None for measured AIFs.
+    fine_cp : (n_fine,) ndarray or None
+        Plasma concentration (mM) at ``fine_times_s`` (equal to ``cp`` at the frame times).
     """
 
     times_s: NDArray[np.float64]
     cp: NDArray[np.float64]
     kind: str
     options: dict[str, Any] = field(default_factory=dict)
+    fine_times_s: NDArray[np.float64] | None = None
+    fine_cp: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         t = check_frame_times(self.times_s)
@@ -465,6 +482,63 @@ class ArterialInputFunction:
         cp.flags.writeable = False
         object.__setattr__(self, "times_s", t)
         object.__setattr__(self, "cp", cp)
+        if (self.fine_times_s is None) != (self.fine_cp is None):
+            raise QMRIInputError("a fine AIF needs both fine_times_s and fine_cp")
+        if self.fine_times_s is None:
+            return
+        tf = check_frame_times(self.fine_times_s)
+        cf = np.array(self.fine_cp, dtype=np.float64).reshape(-1)
+        if cf.shape != tf.shape or not np.isfinite(cf).all():
+            raise QMRIInputError("fine AIF: fine_cp must hold one finite value per fine time")
+        nodes = np.searchsorted(tf, t - 1e-6)
+        if (
+            nodes[0] != 0
+            or nodes[-1] != tf.size - 1
+            or not np.allclose(tf[np.minimum(nodes, tf.size - 1)], t, rtol=0, atol=1e-6)
+        ):
+            raise QMRIInputError(
+                "fine AIF: the fine grid must run from the first to the last frame and hold "
+                "every frame time"
+            )
+        for j in range(t.size - 1):
+            d = np.diff(tf[nodes[j] : nodes[j + 1] + 1])
+            if not np.allclose(d, d[0], rtol=1e-6, atol=1e-9):
+                raise QMRIInputError("fine AIF: each frame interval must be split in equal steps")
+        if not np.allclose(cf[nodes], cp, rtol=1e-9, atol=1e-12):
+            raise QMRIInputError("fine AIF: fine_cp differs from cp at the frame times")
+        tf = tf.copy()
+        tf[nodes] = t  # frame nodes exactly at the frame times
+        tf.flags.writeable = False
+        cf.flags.writeable = False
+        object.__setattr__(self, "fine_times_s", tf)
+        object.__setattr__(self, "fine_cp", cf)
+
+
+def fine_time_grid(times_s: ArrayLike, fine_dt_s: float) -> NDArray[np.float64]:
+    """Frame times with every frame interval split into ``ceil(interval / fine_dt_s)`` steps.
+
+    Parameters
+    ----------
+    times_s : array_like, shape (n_frames,)
+        Frame times (s).
+    fine_dt_s : float
+        Largest fine step (s).
+
+    Returns
+    -------
+    (n_fine,) ndarray
+        Fine times (s), holding every frame time.
+    """
+    t = check_frame_times(times_s)
+    try:
+        dt = float(fine_dt_s)
+    except (TypeError, ValueError):
+        raise QMRIInputError(f"fine AIF step must be a number (s), got {fine_dt_s!r}") from None
+    if not (np.isfinite(dt) and dt > 0):
+        raise QMRIInputError(f"fine AIF step must be positive (s), got {fine_dt_s}")
+    steps = np.maximum(np.ceil(np.diff(t) / dt - 1e-9).astype(np.int64), 1)
+    parts = [t[j] + (t[j + 1] - t[j]) * np.arange(m) / m for j, m in enumerate(steps)]
+    return np.concatenate([*parts, t[-1:]])
 
 
 def _check_hematocrit(hematocrit: float) -> float:
@@ -520,8 +594,15 @@ def parker_aif(
     delay_s: float = 0.0,
     hematocrit: float = DEFAULT_HEMATOCRIT,
     params: Mapping[str, float] | None = None,
+    fine_dt_s: float | None = PARKER_FINE_DT_S,
 ) -> ArterialInputFunction:
-    """Parker population AIF as plasma concentration at the frame times.
+    """Parker population AIF as plasma concentration at the frame times (and on a fine grid).
+
+    The function is analytic, so by default it is also evaluated on a fine grid (every frame
+    interval split into steps of at most ``fine_dt_s``) and the kinetic models convolve that
+    fine curve: with frames of several seconds the first-pass peak falls between frames and the
+    piecewise-linear interpolant of the frame samples misses it (Ktrans biased high by ~3 % at
+    7 s frames on the phantom even with the exact arrival).
 
     Parameters
     ----------
@@ -534,10 +615,15 @@ def parker_aif(
         ``Cp = Cb / (1 - Hct)``; 0 gives the blood curve itself.
     params : mapping, optional
         Overrides of :data:`PARKER_PARAMS`.
+    fine_dt_s : float or None, default :data:`PARKER_FINE_DT_S`
+        Largest step (s) of the fine grid the models convolve on; None (or 0) gives the frame
+        samples only (the pre-0.x behaviour).
 
     Returns
     -------
     ArterialInputFunction
+        With ``fine_times_s`` / ``fine_cp`` unless ``fine_dt_s`` is None; ``options`` records
+        ``aif_fine_dt_s`` (the step used, or None).
     """
     t = check_frame_times(times_s)
     hct = _check_hematocrit(hematocrit)
@@ -550,6 +636,15 @@ def parker_aif(
     if not np.isfinite(delay):
         raise QMRIInputError(f"bolus arrival must be finite (s), got {delay_s}")
     cp = parker_blood_concentration(t, delay, params) / (1.0 - hct)
+    fine_t = fine_cp = None
+    step = None
+    if fine_dt_s:
+        fine_t = fine_time_grid(t, fine_dt_s)
+        if fine_t.size > t.size:
+            fine_cp = parker_blood_concentration(fine_t, delay, params) / (1.0 - hct)
+            step = float(np.diff(fine_t).max())
+        else:
+            fine_t = None
     return ArterialInputFunction(
         t,
         cp,
@@ -560,7 +655,16 @@ def parker_aif(
             "aif_parameters": {**PARKER_PARAMS, **(params or {})},
             "aif_delay_s": delay,
             "hematocrit": hct,
+            "aif_fine_dt_s": step,
+            "aif_sampling": (
+                f"analytic on a fine grid (frame intervals split into steps <= {step:g} s), "
+                "piecewise linear between fine samples"
+                if step is not None
+                else "frame times only, piecewise linear between frames"
+            ),
         },
+        fine_t,
+        fine_cp,
     )
 
 
@@ -692,8 +796,12 @@ def detect_bolus_arrival(
     *,
     baseline_frames: int | None = None,
     k_sd: float = 3.0,
+    method: str = "hinge",
+    parker_params: Mapping[str, float] | None = None,
 ) -> float:
     """Bolus arrival time (s) from a mean enhancement curve (concentration or signal).
+
+    ``method="hinge"`` (model-free, any curve):
 
     1. Baseline mean and SD from the first ``baseline_frames`` frames.
     2. The first frame exceeding ``mean + k_sd * SD`` (and 5 % of the peak enhancement, so a
@@ -713,6 +821,16 @@ def detect_bolus_arrival(
         peak enhancement over the first frame (at least 2).
     k_sd : float, default 3
         Threshold in baseline SDs.
+    method : {"hinge", "parker"}, default "hinge"
+        ``"parker"`` (for a Parker-AIF analysis; the curve must be a concentration): starting
+        from the hinge estimate, fit the curve as an extended Tofts tissue (and as Patlak, which
+        covers a blood curve: ``Ktrans = 0``) driven by the Parker AIF on a fine grid with the
+        arrival free within +-10 s, and return the fitted arrival of the better fit. With frames
+        of several seconds the Parker upslope lies within one frame interval and the hinge is
+        biased early (2.8 s on the phantom's aorta, 1.2-1.6 s on its tissue curves, 7 s
+        frames); the model fit recovers the arrival to < 0.1 s there.
+    parker_params : mapping, optional
+        Overrides of :data:`PARKER_PARAMS` for ``method="parker"``.
 
     Returns
     -------
@@ -724,10 +842,46 @@ def detect_bolus_arrival(
     QMRIInputError
         No enhancement above the threshold after the baseline.
     """
+    if method not in ("hinge", "parker"):
+        raise QMRIInputError(f"bolus arrival method must be 'hinge' or 'parker', got {method!r}")
     t = check_frame_times(times_s)
     y = np.asarray(curve, dtype=np.float64).reshape(-1)
     if y.size != t.size or not np.isfinite(y).all():
         raise QMRIInputError("bolus arrival needs a finite curve with one value per frame")
+    hinge = _hinge_arrival(t, y, baseline_frames, k_sd)
+    if method == "hinge":
+        return hinge
+    return _parker_arrival(t, y, hinge, parker_params)
+
+
+def _parker_arrival(
+    t: NDArray[np.float64],
+    y: NDArray[np.float64],
+    start_s: float,
+    params: Mapping[str, float] | None,
+) -> float:
+    """Arrival (s) from fitting ``y`` with the Parker AIF (fine grid) and a free delay."""
+    from qmri.models.dce import ExtendedToftsModel, PatlakModel  # models import this module
+
+    aif = parker_aif(t, delay_s=start_s, hematocrit=0.0, params=params)
+    best_r2, best = -np.inf, start_s
+    for cls in (ExtendedToftsModel, PatlakModel):
+        model = cls(t, aif, fit_delay=True, bounds={"Ktrans": (0.0, 50.0), "vp": (0.0, 10.0)})
+        out = model.fit_curves(y[None, :])
+        delay, r2 = float(out.params["delay"][0]), float(out.r2[0])
+        # an exchange faster than a frame interval only mimics a shift (a blood curve): reject
+        kep = float(out.params.get("kep", np.zeros(1))[0])
+        if not kep * float(np.median(np.diff(t))) / 60.0 < 1.0:
+            continue
+        if np.isfinite(delay) and np.isfinite(r2) and abs(delay) < 10.0 - 1e-3 and r2 > best_r2:
+            best_r2, best = r2, start_s + delay
+    return float(best)
+
+
+def _hinge_arrival(
+    t: NDArray[np.float64], y: NDArray[np.float64], baseline_frames: int | None, k_sd: float
+) -> float:
+    """The model-free hinge estimate of :func:`detect_bolus_arrival`."""
     if baseline_frames is None:
         above = np.flatnonzero(y - y[0] > 0.1 * (y.max() - y[0]))
         n_b = max(2, int(above[0])) if above.size else 2
@@ -877,6 +1031,8 @@ def semiquantitative_maps(
     if "MaxRSE" in maps:
         units["MaxRSE"] = "1"
     n_fitted = int(sel.size)
+    from qmri.models.base import ModelFit  # here: qmri.models imports this module
+
     return ModelFit(
         maps=maps,
         units=units,

@@ -8,6 +8,7 @@ statistics in :mod:`qmri.stats`, tables in :mod:`qmri.tables`, geometry in
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 from collections.abc import Mapping, Sequence
@@ -239,6 +240,24 @@ def fit_adc(
     )
 
 
+def fit_ivim(
+    dwi_path: Path,
+    prefix: Path,
+    *,
+    b_threshold: float = 200.0,
+    method: str = "segmented",
+) -> list[Path]:
+    """Fit the IVIM model (D, D* in mm^2/s, f, S0) to a DWI series."""
+    from qmri.models import IVIMModel
+
+    series = bids.load_dwi(dwi_path)
+    model = IVIMModel(series.parameters["bvals"], b_threshold=b_threshold, method=method)
+    return write_fit(
+        model.fit(series.data), series.affine, prefix, sources=[dwi_path],
+        acquisition={"bvals": series.parameters["bvals"]},
+    )  # fmt: skip
+
+
 def _load_mask(mask_path: Path | None, series: bids.Series) -> np.ndarray | None:
     if mask_path is None:
         return None
@@ -258,7 +277,8 @@ def _load_mask(mask_path: Path | None, series: bids.Series) -> np.ndarray | None
 def series_reference(kind: str, paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     """A robust 3D image of a series to register it by (data, affine).
 
-    VFA: mean over flip angles; MESE/MEGRE: first echo; DWI: mean of the b = 0 volumes.
+    VFA: mean over flip angles; MESE/MEGRE: first echo; DWI: mean of the b = 0 volumes; DCE:
+    mean of the pre-contrast frames (``BaselineFrames``).
     """
     if kind == "VFA":
         s = bids.load_vfa(paths)
@@ -266,12 +286,17 @@ def series_reference(kind: str, paths: Sequence[Path]) -> tuple[np.ndarray, np.n
     if kind in ("MESE", "MEGRE"):
         s = bids.load_multi_echo(paths)
         return s.data[..., 0], s.affine
+    if kind == "dce":
+        img = load_nifti(paths[0], ndim=4)
+        meta = read_json(sidecar_path(paths[0]))
+        n = int(meta.get("BaselineFrames", 1))
+        return read_data(img)[..., : max(n, 1)].mean(axis=-1), img.affine
     if kind == "dwi":
         s = bids.load_dwi(paths[0])
         b = np.asarray(s.parameters["bvals"])
         low = b <= 50 if np.any(b <= 50) else b == b.min()
         return s.data[..., low].mean(axis=-1), s.affine
-    raise QMRIInputError(f"unknown series kind '{kind}' (use VFA, MESE, MEGRE or dwi)")
+    raise QMRIInputError(f"unknown series kind '{kind}' (use VFA, MESE, MEGRE, dwi or dce)")
 
 
 def _registration_sidecar(
@@ -780,3 +805,174 @@ def baseline_space(
     table = pd.DataFrame(rows, columns=list(PRM_COLUMNS))
     write_csv(table, out_csv)
     return out_csv
+
+
+# --------------------------------------------------------------------------------------------
+# DCE
+# --------------------------------------------------------------------------------------------
+
+
+def dce_frame_times(meta: Mapping[str, Any], n_frames: int, path: Path) -> np.ndarray:
+    """Frame times (s) from a DCE sidecar: ``VolumeTiming``, else ``RepetitionTime`` steps."""
+    if "VolumeTiming" in meta:
+        times = np.asarray(meta["VolumeTiming"], dtype=float)
+    elif "RepetitionTime" in meta:
+        times = np.arange(n_frames) * float(meta["RepetitionTime"])
+    else:
+        raise QMRIInputError(
+            "sidecar has neither VolumeTiming nor RepetitionTime (frame times)", path
+        )
+    if times.size != n_frames:
+        raise QMRIInputError(f"{times.size} frame times for {n_frames} frames", path)
+    return times
+
+
+def fit_dce(
+    data: np.ndarray,
+    affine: np.ndarray,
+    times_s: np.ndarray,
+    prefix: Path,
+    *,
+    model: str = "etofts",
+    concentration: bool = False,
+    t1_s: np.ndarray | None = None,
+    flip_angle_deg: float | None = None,
+    tr_s: float | None = None,
+    b1: np.ndarray | None = None,
+    baseline_frames: int | None = None,
+    r1: float | None = None,
+    agent: str | None = None,
+    field_strength_t: float | None = None,
+    aif: str = "parker",
+    hematocrit: float = 0.42,
+    bolus_arrival_s: float | None = None,
+    fit_delay: bool = False,
+    mask: np.ndarray | None = None,
+    sources: Sequence[Path] = (),
+    bids_suffixes: bool = True,
+) -> list[Path]:
+    """Fit a kinetic model (and the semi-quantitative maps) to a DCE series.
+
+    Parameters
+    ----------
+    data : (X, Y, Z, n_frames) ndarray
+        Signal (or concentration in mM with ``concentration=True``).
+    times_s : (n_frames,) ndarray
+        Frame times (s).
+    model : {"tofts", "etofts", "patlak"}
+    t1_s, flip_angle_deg, tr_s, b1, baseline_frames, r1, agent, field_strength_t
+        Signal-to-concentration inputs (pre-contrast T1 map in s on the data's grid, nominal
+        flip angle in deg, TR in s, B1 ratio map, pre-contrast frames, relaxivity in /mM/s or
+        the agent and field strength in T to look it up).
+    aif : str
+        ``"parker"`` (population AIF shifted to the bolus arrival) or a TSV path
+        (``time`` s, ``cp`` mM).
+    hematocrit : float
+        Blood to plasma conversion of the Parker AIF.
+    bolus_arrival_s : float, optional
+        Bolus arrival (s); detected from the mean enhancement curve when omitted.
+    fit_delay : bool
+        Fit an arterial delay per voxel.
+    """
+    from qmri import dce
+    from qmri.models import DCE_MODELS
+
+    if model not in DCE_MODELS:
+        raise QMRIInputError(f"unknown DCE model '{model}' (use {', '.join(DCE_MODELS)})")
+    times = dce.check_frame_times(times_s, data.shape[-1])
+    provenance: dict[str, Any] = {}
+    if concentration:
+        conc = data
+        provenance["Input"] = "concentration (mM)"
+    else:
+        if t1_s is None or flip_angle_deg is None or tr_s is None or baseline_frames is None:
+            raise QMRIInputError(
+                "signal to concentration needs a T1 map, the flip angle, TR and the number of "
+                "baseline frames (or pass --concentration)"
+            )
+        if t1_s.shape != data.shape[:-1]:
+            raise QMRIInputError(
+                f"T1 map grid {t1_s.shape} differs from the DCE grid {data.shape[:-1]}"
+            )
+        res = dce.signal_to_concentration(
+            data, t1_s, flip_angle_deg, tr_s, baseline_frames=baseline_frames, r1=r1,
+            agent=agent, field_strength_t=field_strength_t, b1=b1, mask=mask,
+        )  # fmt: skip
+        conc = res.concentration
+        provenance.update(res.options)
+        provenance["UninvertibleFrames"] = int(res.n_uninvertible)
+    fit_mask = np.ones(data.shape[:-1], bool) if mask is None else mask
+    if aif == "parker":
+        if bolus_arrival_s is None:
+            curve = dce.mean_curve(conc, fit_mask & np.all(np.isfinite(conc), axis=-1))
+            bolus_arrival_s = dce.detect_bolus_arrival(
+                times, curve, baseline_frames=baseline_frames
+            )
+            provenance["BolusArrivalDetected"] = True
+        arterial = dce.parker_aif(times, delay_s=bolus_arrival_s, hematocrit=hematocrit)
+    else:
+        arterial = dce.read_aif_tsv(Path(aif), times)
+    provenance["BolusArrival_s"] = bolus_arrival_s
+    kinetic = DCE_MODELS[model](times, arterial, fit_delay=fit_delay)
+    fit = kinetic.fit(conc, mask=mask, provenance=provenance)
+    written = write_fit(
+        fit, affine, prefix, sources=list(sources), acquisition={"FrameTimes": times.tolist()},
+        bids_suffixes=bids_suffixes,
+    )  # fmt: skip
+    arrival = bolus_arrival_s if bolus_arrival_s is not None else float(times[0])
+    semi = dce.semiquantitative_maps(
+        conc, times, arrival, signal=None if concentration else data,
+        baseline_frames=baseline_frames, mask=mask,
+    )  # fmt: skip
+    semi = dataclasses.replace(semi, maps={k: v for k, v in semi.maps.items() if k != "fitmask"})
+    written += write_fit(
+        semi, affine, prefix, sources=list(sources), acquisition={"FrameTimes": times.tolist()},
+        bids_suffixes=bids_suffixes,
+    )  # fmt: skip
+    return written
+
+
+def fit_dce_series(
+    dce_path: Path,
+    t1_path: Path,
+    prefix: Path,
+    *,
+    t1_to_dce_ras: np.ndarray | None = None,
+    b1_path: Path | None = None,
+    model: str = "etofts",
+    hematocrit: float = 0.42,
+    r1: float | None = None,
+    fit_delay: bool = False,
+) -> list[Path]:
+    """Workflow step: a session's DCE series with its T1 map (from VFA) on another grid.
+
+    The T1 map is brought onto the DCE grid through ``t1_to_dce_ras`` (a DCE-grid point to the
+    matching T1-grid point; identity when omitted) by trilinear interpolation: T1 enters the
+    conversion of every frame, and voxels where it is unknown (NaN) fail rather than take a
+    wrong value.
+    """
+    from qmri.registration import resample_linear
+
+    img = load_nifti(dce_path, ndim=4)
+    data = read_data(img)
+    meta = read_json(sidecar_path(dce_path))
+    side = sidecar_path(dce_path)
+    times = dce_frame_times(meta, data.shape[-1], side)
+    for key in ("FlipAngle", "RepetitionTimeExcitation", "BaselineFrames"):
+        if key not in meta:
+            raise QMRIInputError(f"sidecar lacks required field '{key}'", side)
+    t1_img = load_nifti(t1_path, ndim=3)
+    t1 = resample_linear(
+        read_data(t1_img), t1_img.affine, img.shape[:3], img.affine, t1_to_dce_ras
+    )
+    b1 = None
+    if b1_path is not None:
+        b1, _ = load_b1_on_grid(b1_path, img.shape[:3], img.affine)
+    return fit_dce(
+        data, img.affine, times, prefix, model=model, t1_s=t1,
+        flip_angle_deg=float(meta["FlipAngle"]), tr_s=float(meta["RepetitionTimeExcitation"]),
+        b1=b1, baseline_frames=int(meta["BaselineFrames"]), r1=r1,
+        agent=meta.get("ContrastAgent"), field_strength_t=meta.get("MagneticFieldStrength"),
+        hematocrit=hematocrit, fit_delay=fit_delay, mask=np.isfinite(t1),
+        sources=[dce_path, t1_path] + ([b1_path] if b1_path else []),
+    )  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,28 +19,66 @@ from qmri import bids, tables
 from qmri.errors import QMRIInputError
 from qmri.io import load_nifti
 
-#: The fits the workflow runs: fit label -> (datatype, series kind, output map suffixes,
-#: the map that ROI statistics are taken of, and its contract name).
-FITS: dict[str, dict[str, object]] = {
+#: The fits the workflow runs: fit label -> datatype folder, series kind, output map suffixes,
+#: and the maps ROI statistics are taken of as (file suffix, contract map name). The IVIM maps
+#: come from the DWI series too (fitted by the same job as ADC); the DCE maps need the
+#: session's T1 map from VFA.
+FITS: dict[str, dict[str, Any]] = {
     "vfa": {
         "datatype": "anat",
         "series": "VFA",
         "suffixes": ("T1map", "M0map", "R2", "fitmask"),
-        "statistic": ("T1map", "T1"),
+        "statistics": (("T1map", "T1"),),
     },
     "mese": {
         "datatype": "anat",
         "series": "MESE",
         "suffixes": ("T2map", "S0map", "R2", "fitmask"),
-        "statistic": ("T2map", "T2"),
+        "statistics": (("T2map", "T2"),),
     },
     "adc": {
         "datatype": "dwi",
         "series": "dwi",
         "suffixes": ("ADC", "S0map", "R2", "fitmask"),
-        "statistic": ("ADC", "ADC"),
+        "statistics": (("ADC", "ADC"),),
     },
+    "ivim": {
+        "datatype": "dwi",
+        "series": "dwi",
+        "suffixes": ("D", "Dstar", "f", "S0map", "R2", "fitmask"),
+        "statistics": (("D", "D"), ("Dstar", "Dstar"), ("f", "f")),
+    },
+    "dce": {
+        "datatype": "perf",
+        "series": "dce",
+        "suffixes": (
+            "Ktrans", "kep", "ve", "vp", "R2", "fitmask", "iAUC60", "iAUC90", "TTP", "Cmax",
+            "MaxRSE",
+        ),
+        "statistics": (
+            ("Ktrans", "Ktrans"), ("kep", "kep"), ("ve", "ve"), ("vp", "vp"),
+            ("iAUC60", "iAUC60"), ("iAUC90", "iAUC90"),
+        ),
+    },
+}  # fmt: skip
+
+
+#: Maps each DCE model writes (kinetic maps, then the semi-quantitative ones).
+DCE_MODEL_MAPS: dict[str, tuple[str, ...]] = {
+    "tofts": ("Ktrans", "kep", "ve"),
+    "etofts": ("Ktrans", "kep", "ve", "vp"),
+    "patlak": ("Ktrans", "vp"),
 }
+_SEMIQUANT = ("iAUC60", "iAUC90", "TTP", "Cmax", "MaxRSE")
+
+
+def fit_specs(dce_model: str = "etofts") -> dict[str, dict[str, Any]]:
+    """:data:`FITS` with the DCE entry for the configured kinetic model."""
+    kinetic = DCE_MODEL_MAPS[dce_model]
+    specs = {k: dict(v) for k, v in FITS.items()}
+    specs["dce"]["suffixes"] = (*kinetic, "R2", "fitmask", *_SEMIQUANT)
+    specs["dce"]["statistics"] = tuple((m, m) for m in (*kinetic, "iAUC60", "iAUC90"))
+    return specs
 
 
 @dataclass(frozen=True)
@@ -145,11 +184,21 @@ class Study:
 
     # -- questions the rules ask ---------------------------------------------------------------
 
-    def fits(self, subject: str, session: str) -> list[str]:
-        """The fits a session has data for (keys of :data:`FITS`), in a fixed order."""
+    def fits(self, subject: str, session: str, enabled: Sequence[str] = tuple(FITS)) -> list[str]:
+        """The fits a session has data for (keys of :data:`FITS`), in a fixed order.
+
+        ``enabled`` restricts them (the config switches IVIM and DCE on or off); DCE needs the
+        session's VFA too (its T1 map).
+        """
         f = self.subjects[subject].sessions[session]
-        have = {"vfa": bool(f.vfa), "mese": bool(f.mese), "adc": f.dwi is not None}
-        return [fit for fit in FITS if have[fit]]
+        have = {
+            "vfa": bool(f.vfa),
+            "mese": bool(f.mese),
+            "adc": f.dwi is not None,
+            "ivim": f.dwi is not None,
+            "dce": f.dce is not None and bool(f.vfa),
+        }
+        return [fit for fit in FITS if have[fit] and fit in enabled]
 
     def series_files(self, subject: str, session: str, series: str) -> list[Path]:
         """Raw files of a series kind (``VFA``, ``MESE``, ``dwi``) of a session."""

@@ -107,3 +107,84 @@ def test_missing_file_is_one_line(tmp_path, capsys):
         capsys.readouterr().err.strip()
         == f"qmri: error: {tmp_path / 'nope.nii.gz'}: file not found"
     )
+
+
+def test_fit_dwi_ivim_and_dti(tmp_path):
+    from qmri.models.ivim import ivim_signal
+
+    b = np.array([0, 10, 20, 50, 100, 200, 400, 600, 800], float)
+    sig = ivim_signal(1000.0, 0.1, 0.9e-3, 20e-3, b) * np.ones((2, 2, 2, 1))
+    _save(tmp_path / "ivim.nii.gz", sig)
+    (tmp_path / "ivim.bval").write_text(" ".join(str(v) for v in b) + "\n")
+    args = ["fit", "dwi", str(tmp_path / "ivim.nii.gz"), "--bval", str(tmp_path / "ivim.bval")]
+    assert (
+        main([*args, "--model", "ivim", "--ivim-method", "full", "--out", str(tmp_path / "i")])
+        == 0
+    )
+    assert_allclose(np.asarray(nib.load(tmp_path / "i_D.nii.gz").dataobj), 0.9e-3, rtol=1e-3)
+    assert_allclose(np.asarray(nib.load(tmp_path / "i_f.nii.gz").dataobj), 0.1, rtol=1e-2)
+    # DTI: an isotropic tensor along 6 directions plus b=0
+    dirs = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], float)
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    bv = np.array([0] + [1000] * 6, float)
+    vec = np.vstack([[0, 0, 0], dirs]).T
+    _save(tmp_path / "dti.nii.gz", 800 * np.exp(-bv * 1e-3) * np.ones((2, 2, 2, 1)))
+    (tmp_path / "dti.bval").write_text(" ".join(str(v) for v in bv) + "\n")
+    (tmp_path / "dti.bvec").write_text(
+        "\n".join(" ".join(str(x) for x in row) for row in vec) + "\n"
+    )
+    dti = ["fit", "dwi", str(tmp_path / "dti.nii.gz"), "--bval", str(tmp_path / "dti.bval"),
+           "--model", "dti", "--out", str(tmp_path / "t")]  # fmt: skip
+    assert main(dti) == 2  # no --bvec
+    assert main([*dti, "--bvec", str(tmp_path / "dti.bvec")]) == 0
+    assert_allclose(np.asarray(nib.load(tmp_path / "t_MD.nii.gz").dataobj), 1e-3, rtol=1e-4)
+    assert_allclose(np.asarray(nib.load(tmp_path / "t_FA.nii.gz").dataobj), 0, atol=1e-4)
+
+
+def test_fit_dce_from_concentration_with_a_measured_aif(tmp_path):
+    from qmri.dce import parker_aif
+    from qmri.models import ToftsModel
+
+    times = np.arange(40) * 5.0
+    aif = parker_aif(times, delay_s=20.0, hematocrit=0.42)
+    # the curve from the sampled AIF, as the TSV gives it (no fine-grid representation)
+    conc = ToftsModel(times, np.asarray(aif.cp)).predict(Ktrans=0.2, ve=0.3) * np.ones(
+        (2, 2, 2, 1)
+    )
+    _save(tmp_path / "conc.nii.gz", conc)
+    (tmp_path / "t.txt").write_text("\n".join(str(t) for t in times) + "\n")
+    (tmp_path / "aif.tsv").write_text(
+        "time\tcp\n" + "".join(f"{t}\t{c}\n" for t, c in zip(times, aif.cp, strict=True))
+    )
+    code = main(["fit", "dce", str(tmp_path / "conc.nii.gz"), "--concentration", "--times",
+                 str(tmp_path / "t.txt"), "--aif", str(tmp_path / "aif.tsv"), "--model", "tofts",
+                 "--out", str(tmp_path / "d")])  # fmt: skip
+    assert code == 0
+    assert_allclose(np.asarray(nib.load(tmp_path / "d_Ktrans.nii.gz").dataobj), 0.2, rtol=1e-3)
+    assert_allclose(np.asarray(nib.load(tmp_path / "d_ve.nii.gz").dataobj), 0.3, rtol=1e-3)
+    assert (tmp_path / "d_iAUC60.nii.gz").exists()
+
+
+def test_fit_dce_t1_map_on_another_grid_is_one_line(tmp_path, capsys):
+    _save(tmp_path / "dce.nii.gz", np.ones((2, 2, 2, 5)))
+    _save(tmp_path / "t1.nii.gz", np.ones((3, 2, 2)))
+    (tmp_path / "t.txt").write_text("0\n5\n10\n15\n20\n")
+    code = main(["fit", "dce", str(tmp_path / "dce.nii.gz"), "--t1", str(tmp_path / "t1.nii.gz"),
+                 "--flip-angle", "15", "--tr", "0.004", "--times", str(tmp_path / "t.txt"),
+                 "--baseline-frames", "2", "--out", str(tmp_path / "d")])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"qmri: error: {tmp_path / 't1.nii.gz'}: T1 map grid (3, 2, 2) differs from the DCE grid (2, 2, 2)"
+    )
+
+
+def test_fit_t1_ir(tmp_path):
+    ti = np.array([0.05, 0.15, 0.4, 0.8, 1.5, 3.0])
+    t1 = 0.9
+    sig = np.abs(1000 * (1 - 2 * np.exp(-ti / t1))) * np.ones((2, 2, 2, 1))
+    _save(tmp_path / "ir.nii.gz", sig)
+    assert main(["fit", "t1-ir", str(tmp_path / "ir.nii.gz"), "--inversion-times",
+                 ",".join(map(str, ti)), "--out", str(tmp_path / "r")]) == 0  # fmt: skip
+    assert_allclose(np.asarray(nib.load(tmp_path / "r_T1.nii.gz").dataobj), t1, rtol=1e-3)

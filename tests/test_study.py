@@ -36,7 +36,8 @@ def test_index_finds_sessions_baseline_and_fits(bids):
     assert list(idx.sessions) == ["pre", "fu1"]  # ordered by days_from_sbrt
     assert idx.baseline == "pre"
     assert idx.days["pre"] <= 0 < idx.days["fu1"]
-    assert study.fits("01", "fu1") == ["vfa", "mese", "adc"]
+    assert study.fits("01", "fu1") == ["vfa", "mese", "adc", "ivim", "dce"]
+    assert study.fits("01", "fu1", enabled=("vfa", "adc")) == ["vfa", "adc"]
     assert len(study.series_files("01", "pre", "VFA")) == 5
     assert study.session_pairs() == [("01", "pre"), ("01", "fu1")]
 
@@ -44,7 +45,10 @@ def test_index_finds_sessions_baseline_and_fits(bids):
 def test_a_session_without_a_series_has_no_fit_for_it(bids):
     for f in (bids / "sub-01" / "ses-fu1" / "dwi").iterdir():
         f.unlink()
-    assert _study(bids).fits("01", "fu1") == ["vfa", "mese"]
+    assert _study(bids).fits("01", "fu1") == ["vfa", "mese", "dce"]
+    for f in (bids / "sub-01" / "ses-fu1" / "anat").glob("*_VFA.*"):
+        f.unlink()
+    assert _study(bids).fits("01", "fu1") == ["mese"]  # DCE needs the session's T1 map
 
 
 def _raises(bids: Path, match: str) -> None:

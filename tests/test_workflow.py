@@ -104,14 +104,20 @@ def test_tables_follow_the_contract(processed):
     response = pd.read_csv(out / "cohort" / "response.csv")
     assert list(roistats.columns) == list(ROISTATS_COLUMNS)
     assert list(response.columns) == list(RESPONSE_COLUMNS)
-    assert set(roistats["map"]) == {"T1", "T2", "ADC"}
+    assert set(roistats["map"]) == {
+        "T1", "T2", "ADC", "D", "Dstar", "f", "Ktrans", "kep", "ve", "vp", "iAUC60", "iAUC90"
+    }  # fmt: skip
     assert {"tumor", "ctv", "vb_treated_nontumor", "vb_adjacent", "vb_control",
             "cord_treated", "cord_adjacent"} <= set(roistats["roi"])  # fmt: skip
     units = dict(zip(roistats["map"], roistats["unit"], strict=False))
-    assert units == {"T1": "s", "T2": "s", "ADC": "mm^2/s"}
+    assert units == {
+        "T1": "s", "T2": "s", "ADC": "mm^2/s", "D": "mm^2/s", "Dstar": "mm^2/s", "f": "1",
+        "Ktrans": "1/min", "kep": "1/min", "ve": "1", "vp": "1", "iAUC60": "mM*s",
+        "iAUC90": "mM*s",
+    }  # fmt: skip
     # relaxometry fits succeed everywhere in the ROIs; a few DWI voxels at bone edges (their
     # centres fall in fat-suppressed tissue: noise only) fail and are excluded, not zeroed
-    relax = roistats[roistats["map"] != "ADC"]["valid_fraction"].dropna()
+    relax = roistats[roistats["map"].isin(["T1", "T2"])]["valid_fraction"].dropna()
     assert (relax > 0.99).all()
     assert (roistats[roistats["map"] == "ADC"]["valid_fraction"].dropna() > 0.7).all()
     # the tumour responds: ADC rises at follow-up
@@ -150,8 +156,8 @@ def test_new_session_schedules_only_its_jobs(tmp_path):
             assert wildcards.get("session") == "fu2", (rule, wildcards)
     names = sorted(rule for rule, _ in jobs)
     assert names == sorted(
-        ["fit_vfa", "fit_mese", "fit_adc", "register_session", "session_roistats",
-         "baseline_space", "subject_tables", *["cohort_table"] * 4, "all"]
+        ["fit_vfa", "fit_mese", "fit_adc", "fit_ivim", "fit_dce", "register_session",
+         "session_roistats", "baseline_space", "subject_tables", *["cohort_table"] * 4, "all"]
     )  # fmt: skip
 
 

@@ -123,26 +123,88 @@ def _phi(
     return phi1, phi2, dphi1, dphi2
 
 
+class _FineAIF:
+    """A shared AIF sampled on a fine grid that splits every frame interval in equal steps.
+
+    ``groups`` lists, per distinct (steps ``m``, step ``dt`` in min), the frame intervals ``js``
+    and the AIF at the start (``c0``, (n_js, m)) and end (``c1``) of each of their fine steps.
+    """
+
+    def __init__(
+        self, t_min: NDArray[np.float64], tf_min: NDArray[np.float64], cf: NDArray[np.float64]
+    ):
+        self.t_min, self.tf_min, self.cf = t_min, tf_min, cf
+        nodes = np.searchsorted(tf_min, t_min - 1e-9 / 60.0)
+        steps = np.diff(nodes)
+        dts = np.round(np.diff(t_min) / steps, 12)
+        self.groups: list[
+            tuple[int, float, NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]]
+        ] = []
+        for m, dt in sorted(set(zip(steps.tolist(), dts.tolist(), strict=True))):
+            js = np.flatnonzero((steps == m) & (dts == dt))
+            idx = nodes[js][:, None] + np.arange(m)[None, :]
+            self.groups.append((m, dt, js, cf[idx], cf[idx + 1]))
+
+
+def _interval_terms(
+    t_min: NDArray[np.float64],
+    c_tm: NDArray[np.float64],
+    k: NDArray[np.float64],
+    derivative: bool,
+    fine: _FineAIF | None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+    r"""Frame-interval terms ``a_j`` (and ``da_j/dk``), each (n_t - 1, n).
+
+    ``a_j`` is the exact :math:`\int_{t_j}^{t_{j+1}} C_p(s) e^{-k(t_{j+1}-s)} ds` of the
+    piecewise-linear AIF: linear between frames, or, with ``fine``, between the fine samples.
+    For ``m`` fine steps of length ``d`` (``x = kd``, ``q = e^{-x}``) it is the fine recursion
+    unrolled, :math:`a_j = A \sum_i q^{m-1-i} c_{j,i} + B \sum_i q^{m-1-i} c_{j,i+1}` with
+    :math:`A = d(\varphi_1-\varphi_2)`, :math:`B = d\varphi_2`: two small matrix products
+    (voxels x ``m``) per group of equal intervals, so memory stays (n_t, n).
+    """
+    if fine is None:
+        dt = np.diff(t_min)[:, None]
+        phi1, phi2, dphi1, dphi2 = _phi(dt * k[None, :])
+        c0, c1 = c_tm[:-1], c_tm[1:]
+        a = dt * ((phi1 - phi2) * c0 + phi2 * c1)
+        da = dt * dt * ((dphi1 - dphi2) * c0 + dphi2 * c1) if derivative else None
+        return a, da
+    n = k.size
+    a = np.empty((t_min.size - 1, n))
+    da = np.empty((t_min.size - 1, n)) if derivative else None
+    for m, d, js, c0, c1 in fine.groups:
+        phi1, phi2, dphi1, dphi2 = _phi(d * k)
+        pw = (m - 1 - np.arange(m, dtype=np.float64))[None, :]  # powers of q, (1, m)
+        q_pow = np.exp(-(d * k)[:, None] * pw)  # (n, m)
+        p0, p1 = c0 @ q_pow.T, c1 @ q_pow.T  # (n_js, n)
+        big_a, big_b = d * (phi1 - phi2), d * phi2
+        a[js] = big_a * p0 + big_b * p1
+        if da is not None:
+            dq = q_pow * (-d * pw)
+            dp0, dp1 = c0 @ dq.T, c1 @ dq.T
+            da[js] = d * d * (dphi1 - dphi2) * p0 + big_a * dp0 + d * d * dphi2 * p1 + big_b * dp1
+    return a, da
+
+
 def _conv_time_major(
     t_min: NDArray[np.float64],
     c_tm: NDArray[np.float64],
     k: NDArray[np.float64],
     derivative: bool,
+    fine: _FineAIF | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
     """Exact ``G = Cp (*) exp(-k t)`` on the frame grid, time-major arrays.
 
     ``c_tm`` is (n_t, 1) for a shared AIF or (n_t, n) per voxel; ``k`` (n,) in 1/min; returns
-    G (n_t, n) in mM min and, with ``derivative``, dG/dk (n_t, n).
+    G (n_t, n) in mM min and, with ``derivative``, dG/dk (n_t, n). With ``fine`` (a shared AIF
+    only) the AIF is piecewise linear between its fine samples instead of between frames.
     """
     n_t, n = t_min.size, k.size
     dt = np.diff(t_min)
     uniform = bool(np.allclose(dt, dt[0], rtol=1e-9, atol=0.0))
     dtc = dt[:1, None] if uniform else dt[:, None]
-    x = dtc * k[None, :]
-    phi1, phi2, dphi1, dphi2 = _phi(x)
-    decay = np.exp(-x)
-    c0, c1 = c_tm[:-1], c_tm[1:]
-    a = dtc * ((phi1 - phi2) * c0 + phi2 * c1)  # (n_t - 1, n)
+    decay = np.exp(-dtc * k[None, :])
+    a, da = _interval_terms(t_min, c_tm, k, derivative, fine)
     g = np.empty((n_t, n))
     g[0] = 0.0
     if not derivative:
@@ -150,7 +212,7 @@ def _conv_time_major(
             np.multiply(g[j], decay[0 if uniform else j], out=g[j + 1])
             g[j + 1] += a[j]
         return g, None
-    da = dtc * dtc * ((dphi1 - dphi2) * c0 + dphi2 * c1)
+    assert da is not None
     b = -dtc * decay
     h = np.empty((n_t, n))
     h[0] = 0.0
@@ -256,6 +318,34 @@ def _conv_at(
     return g_tau, h_tau, cp_tau, slope
 
 
+#: Fine-grid nodes x voxels evaluated together when a delayed fine AIF is convolved on its own
+#: grid (about 8 temporaries of this many float64: ~100 MB).
+_FINE_BLOCK = 1_500_000
+
+
+def _conv_at_fine(
+    fine: _FineAIF, k: NDArray[np.float64], tau_min: NDArray[np.float64], derivative: bool
+) -> tuple[
+    NDArray[np.float64], NDArray[np.float64] | None, NDArray[np.float64], NDArray[np.float64]
+]:
+    """:func:`_conv_at` for a fine AIF on its own grid, in voxel blocks bounding memory."""
+    n = k.size
+    block = max(1, _FINE_BLOCK // fine.tf_min.size)
+    if n <= block:
+        return _conv_at(fine.tf_min, fine.cf[:, None], k, tau_min, derivative)
+    n_t = tau_min.shape[0]
+    outs = [np.empty((n_t, n)) for _ in range(4)]
+    has_h = derivative
+    for lo in range(0, n, block):
+        sl = slice(lo, lo + block)
+        tau_b = tau_min if tau_min.shape[1] == 1 else tau_min[:, sl]
+        res = _conv_at(fine.tf_min, fine.cf[:, None], k[sl], tau_b, derivative)
+        for out, r in zip(outs, res, strict=True):
+            if r is not None:
+                out[:, sl] = r
+    return outs[0], (outs[1] if has_h else None), outs[2], outs[3]
+
+
 # --------------------------------------------------------------------------------------------
 # linear least squares (start values and Patlak)
 # --------------------------------------------------------------------------------------------
@@ -340,6 +430,11 @@ class _KineticModel:
         if not (np.isfinite(delay_step_s) and delay_step_s > 0):
             raise QMRIInputError(f"delay step must be positive (s), got {delay_step_s}")
         self._t = t
+        self._fine = (
+            None
+            if self._aif.fine_times_s is None
+            else _FineAIF(t / 60.0, self._aif.fine_times_s / 60.0, self._aif.fine_cp)
+        )
         self._fit_delay = bool(fit_delay)
         self._bounds = merged
         self._delay_step = float(delay_step_s)
@@ -390,8 +485,13 @@ class _KineticModel:
         p: NDArray[np.float64],
         c_tm: NDArray[np.float64],
         with_jac: bool,
+        fine: _FineAIF | None = None,
     ) -> tuple[NDArray[np.float64], list[NDArray[np.float64]] | None]:
-        """Concentration (n_t, n) and its derivatives (list of (n_t, n)) for params p (n, n_par)."""
+        """Concentration (n_t, n) and its derivatives (list of (n_t, n)) for params p (n, n_par).
+
+        With ``fine`` (the model's own AIF only) the AIF is piecewise linear between its fine
+        samples; ``c_tm`` must then be its frame samples.
+        """
         t_min = self._t / 60.0
         kind = self.kind
         n = p.shape[0]
@@ -405,9 +505,13 @@ class _KineticModel:
             vp = p[:, 2] if kind == "etofts" else None
         if self._fit_delay:
             tau = t_min[:, None] - p[:, -1][None, :] / 60.0
-            g, h, cp, slope = _conv_at(t_min, c_tm, kep, tau, with_jac and kind != "patlak")
+            deriv = with_jac and kind != "patlak"
+            if fine is None:
+                g, h, cp, slope = _conv_at(t_min, c_tm, kep, tau, deriv)
+            else:
+                g, h, cp, slope = _conv_at_fine(fine, kep, tau, deriv)
         else:
-            g, h = _conv_time_major(t_min, c_tm, kep, with_jac and kind != "patlak")
+            g, h = _conv_time_major(t_min, c_tm, kep, with_jac and kind != "patlak", fine)
             cp, slope = c_tm, None
         conc = kt * g
         if vp is not None:
@@ -447,24 +551,31 @@ class _KineticModel:
         )
         shape = arrays[0].shape
         p = np.stack([a.reshape(-1) for a in arrays], axis=1)
-        conc, _ = self._model_tm(p, self._aif.cp[:, None], with_jac=False)
+        conc, _ = self._model_tm(p, self._aif.cp[:, None], with_jac=False, fine=self._fine)
         return np.ascontiguousarray(conc.T).reshape(*shape, self._t.size)
 
     # ----------------------------------------------------------------------------- start
     def _aif_regressors(
-        self, c_tm: NDArray[np.float64], delay_s: float
+        self, c_tm: NDArray[np.float64], delay_s: float, fine: _FineAIF | None = None
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """AIF and its running integral (mM min) at ``t - delay_s``: (n_t,) or (n, n_t) each."""
         t_min = self._t / 60.0
         zero = np.zeros(c_tm.shape[1])
         tau = (t_min - delay_s / 60.0)[:, None]
-        integ_tm, _, cp_tm, _ = _conv_at(t_min, c_tm, zero, tau, derivative=False)
+        if fine is None:
+            integ_tm, _, cp_tm, _ = _conv_at(t_min, c_tm, zero, tau, derivative=False)
+        else:
+            integ_tm, _, cp_tm, _ = _conv_at(fine.tf_min, fine.cf[:, None], zero, tau, False)
         if c_tm.shape[1] == 1:
             return cp_tm[:, 0], integ_tm[:, 0]
         return np.ascontiguousarray(cp_tm.T), np.ascontiguousarray(integ_tm.T)
 
     def _linear_from(
-        self, y: NDArray[np.float64], c_tm: NDArray[np.float64], delay_s: float
+        self,
+        y: NDArray[np.float64],
+        c_tm: NDArray[np.float64],
+        delay_s: float,
+        fine: _FineAIF | None = None,
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Closed-form linear estimate of the base parameters (n, n_base) and its SSR (n,).
 
@@ -474,7 +585,7 @@ class _KineticModel:
         ``C = (Ktrans + kep vp) int Cp - kep int C + vp Cp``.
         """
         t_min = self._t / 60.0
-        c, integ_c = self._aif_regressors(c_tm, delay_s)
+        c, integ_c = self._aif_regressors(c_tm, delay_s, fine)
         if self.kind == "patlak":
             return _linear_ls([c, integ_c], y)  # (vp, Ktrans)
         integ_y = np.ascontiguousarray(_cumtrapz_tm(t_min, y.T).T)
@@ -490,7 +601,7 @@ class _KineticModel:
             return np.stack([kt, kt / kep, vp], axis=1), ssr
 
     def _delay_grid_start(
-        self, y: NDArray[np.float64], c_tm: NDArray[np.float64]
+        self, y: NDArray[np.float64], c_tm: NDArray[np.float64], fine: _FineAIF | None = None
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Grid search of the linear fit over delays: (params (n, n_base), delay (n,))."""
         lo, hi = self._bounds["delay"]
@@ -501,7 +612,7 @@ class _KineticModel:
         best_p = np.full((n, len(self.base_params)), np.nan)
         best_d = np.zeros(n)
         for d in grid:
-            params, ssr = self._linear_from(y, c_tm, float(d))
+            params, ssr = self._linear_from(y, c_tm, float(d), fine)
             ok = np.isfinite(ssr) & np.isfinite(params).all(axis=1) & (ssr < best_ssr)
             best_ssr[ok], best_p[ok], best_d[ok] = ssr[ok], params[ok], d
         return best_p, best_d
@@ -526,24 +637,28 @@ class _KineticModel:
         y = np.asarray(conc, dtype=np.float64)
         if y.ndim != 2 or y.shape[1] != self._t.size:
             raise QMRIInputError(f"curves must have shape (n, {self._t.size}), got {y.shape}")
+        fine = self._fine
         if cp is None:
             c_tm = self._aif.cp[:, None]
         else:
+            fine = None
             cpa = np.asarray(cp, dtype=np.float64)
             if cpa.shape != y.shape:
                 raise QMRIInputError(f"per-curve AIFs must have shape {y.shape}, got {cpa.shape}")
             c_tm = np.ascontiguousarray(cpa.T)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            return self._kernel(y, c_tm)
+            return self._kernel(y, c_tm, fine)
 
-    def _kernel(self, y: NDArray[np.float64], c_tm: NDArray[np.float64]) -> KernelOutput:
+    def _kernel(
+        self, y: NDArray[np.float64], c_tm: NDArray[np.float64], fine: _FineAIF | None = None
+    ) -> KernelOutput:
         names = self._fit_params
         lo = np.array([self._bounds[n][0] for n in names])
         hi = np.array([self._bounds[n][1] for n in names])
         if self._fit_delay:
-            start, delay0 = self._delay_grid_start(y, c_tm)
+            start, delay0 = self._delay_grid_start(y, c_tm, fine)
         else:
-            start, delay0 = self._linear_from(y, c_tm, 0.0)[0], None
+            start, delay0 = self._linear_from(y, c_tm, 0.0, fine)[0], None
 
         # Patlak with Ktrans on its lower bound (no measurable leakage) is a valid result when
         # allowed: vp stays determined (unlike Tofts, whose ve is undetermined at Ktrans = 0)
@@ -561,7 +676,7 @@ class _KineticModel:
                 # non-negative least squares: a Ktrans below its bound is refitted at the bound
                 neg = params[:, 1] < lo[1]
                 if neg.any():
-                    c, integ = self._aif_regressors(c_tm, 0.0)
+                    c, integ = self._aif_regressors(c_tm, 0.0, fine)
                     if c.ndim == 2:
                         c, integ = c[neg], integ[neg]
                     resid = y[neg] - lo[1] * integ
@@ -571,7 +686,7 @@ class _KineticModel:
                     )
                     params[neg, 1] = lo[1]
             ok = interior(params)
-            conc, _ = self._model_tm(params, c_tm, with_jac=False)
+            conc, _ = self._model_tm(params, c_tm, with_jac=False, fine=fine)
             r2 = r_squared(y, np.ascontiguousarray(conc.T))
             out = {"Ktrans": params[:, 1], "vp": params[:, 0]}
             return KernelOutput(out, r2, ok, None)
@@ -594,7 +709,7 @@ class _KineticModel:
             p: NDArray[np.float64], yy: NDArray[np.float64], *extra: NDArray[np.float64]
         ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
             cc = np.ascontiguousarray(extra[0].T) if per_voxel else c_tm
-            conc, jac_list = self._model_tm(p, cc, with_jac=True)
+            conc, jac_list = self._model_tm(p, cc, with_jac=True, fine=fine)
             assert jac_list is not None
             jac = np.empty((yy.shape[0], yy.shape[1], len(jac_list)))
             for i, col in enumerate(jac_list):
@@ -685,7 +800,7 @@ class _KineticModel:
         c_tm = self._aif.cp[:, None]
 
         def kernel(y: NDArray[np.float64]) -> KernelOutput:
-            return self._kernel(y, c_tm)
+            return self._kernel(y, c_tm, self._fine)
 
         maps, n_fitted, n_failed, n_unconv = fit_voxelwise(
             kernel, arr, self.param_names, mask=mask, chunk_size=chunk_size
@@ -703,7 +818,12 @@ class _KineticModel:
             "bounds_units": {"Ktrans": "1/min", "ve": "1", "vp": "1", "delay": "s"},
             "failure_rule": "estimate on or outside a bound -> NaN, fitmask 0"
             + (" (except Patlak Ktrans = 0: allowed)" if self._allow_zero_ktrans else ""),
-            "aif_interpolation": "piecewise linear between frames, 0 before the first frame",
+            "aif_interpolation": (
+                "piecewise linear between frames, 0 before the first frame"
+                if self._fine is None
+                else "piecewise linear between the fine AIF samples (aif_fine_dt_s), convolved "
+                "exactly and sampled at the frame times; 0 before the first frame"
+            ),
         }
         if self._fit_delay:
             options["delay_grid_step_s"] = self._delay_step

@@ -6,7 +6,7 @@ import sys
 
 from qmri.config import config_hash, validate_config
 from qmri.errors import QMRIInputError
-from qmri.study import FITS, Study
+from qmri.study import Study, fit_specs
 
 try:
     config.update(
@@ -30,6 +30,17 @@ try:
 except QMRIInputError as error:  # one line naming the file, no traceback
     sys.exit(f"qmri: error: {error}")
 SUBJECTS = sorted(STUDY.subjects)
+FITS = fit_specs(config["dce"]["model"])
+ENABLED_FITS = [
+    fit
+    for fit in FITS
+    if (fit != "ivim" or config["ivim"]["activate"]) and (fit != "dce" or config["dce"]["activate"])
+]
+
+
+def session_fits(subject, session):
+    """The fits of a session: the data it has, less what the config switches off."""
+    return STUDY.fits(subject, session, ENABLED_FITS)
 
 
 wildcard_constraints:
@@ -98,6 +109,27 @@ def mese_inputs(wildcards):
     return STUDY.series_files(wildcards.subject, wildcards.session, "MESE")
 
 
+def dce_inputs(wildcards):
+    s, ses = wildcards.subject, wildcards.session
+    return {
+        "dce": STUDY.subjects[s].sessions[ses].dce,
+        "t1": fit_output(s, ses, "vfa", "T1map"),
+        "t1_xfm": series_xfm(s, ses, "vfa"),
+    }
+
+
+def dce_args(wildcards, input):
+    dce = config["dce"]
+    args = f"--model {dce['model']} --hematocrit {dce['hematocrit']}"
+    if dce["r1"] is not None:
+        args += f" --r1 {dce['r1']}"
+    if dce["fit_delay"]:
+        args += " --fit-delay"
+    if input.b1:
+        args += f" --b1 {input.b1}"
+    return args
+
+
 def dwi_inputs(wildcards):
     dwi = STUDY.subjects[wildcards.subject].sessions[wildcards.session].dwi
     return {
@@ -143,8 +175,9 @@ def rois_mask(subject):
 def fit_inputs(subject, session, key=""):
     """Map, fit mask and series transform of every fit of a session, as named inputs."""
     out = {}
-    for fit in STUDY.fits(subject, session):
-        out[f"{key}{fit}_map"] = fit_output(subject, session, fit, FITS[fit]["statistic"][0])
+    for fit in session_fits(subject, session):
+        for suffix, _ in FITS[fit]["statistics"]:
+            out[f"{key}{fit}_{suffix}"] = fit_output(subject, session, fit, suffix)
         out[f"{key}{fit}_fitmask"] = fit_output(subject, session, fit, "fitmask")
         out[f"{key}{fit}_xfm"] = series_xfm(subject, session, fit)
     return out
@@ -153,10 +186,10 @@ def fit_inputs(subject, session, key=""):
 def map_args(subject, session, input, option="--map", key=""):
     """``--map NAME MAP FITMASK SERIES_XFM`` for every fit of a session."""
     args = []
-    for fit in STUDY.fits(subject, session):
-        name = FITS[fit]["statistic"][1]
-        files = [input[f"{key}{fit}_{part}"] for part in ("map", "fitmask", "xfm")]
-        args.append(f"{option} {name} {' '.join(str(f) for f in files)}")
+    for fit in session_fits(subject, session):
+        for suffix, name in FITS[fit]["statistics"]:
+            files = [input[f"{key}{fit}_{part}"] for part in (suffix, "fitmask", "xfm")]
+            args.append(f"{option} {name} {' '.join(str(f) for f in files)}")
     return " ".join(args)
 
 
@@ -205,7 +238,9 @@ def xfm_sidecars(subject):
     out = []
     for ses in STUDY.subjects[subject].sessions:
         out.append(session_xfm(subject, ses).replace(".txt", ".json"))
-        out += [series_xfm(subject, ses, fit).replace(".txt", ".json") for fit in STUDY.fits(subject, ses)]
+        out += sorted(
+            {series_xfm(subject, ses, fit).replace(".txt", ".json") for fit in session_fits(subject, ses)}
+        )
     return out
 
 

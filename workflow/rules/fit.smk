@@ -91,3 +91,51 @@ rule fit_adc:
         "qmri -v pipeline fit-adc --dwi {input.dwi} --b-min {params.b_min} "
         "--b-max {params.b_max} --out {params.prefix} --reference {input.reference} "
         "--xfm {output.xfm} --qc {output.qc} {params.registration} > {log} 2>&1"
+
+
+rule fit_ivim:
+    input:
+        unpack(dwi_inputs),
+    output:
+        maps=multiext(
+            "sub-{subject}/ses-{session}/dwi/sub-{subject}_ses-{session}_desc-ivim_",
+            *(f"{suffix}.nii.gz" for suffix in FITS["ivim"]["suffixes"]),
+        ),
+    params:
+        prefix=fit_prefix,
+        b_threshold=config["ivim"]["b_threshold"],
+        method=config["ivim"]["method"],
+    log:
+        "logs/fit_ivim/sub-{subject}_ses-{session}.log",
+    conda:
+        "../envs/qmri.yaml"
+    shell:
+        "qmri -v pipeline fit-ivim --dwi {input.dwi} --b-threshold {params.b_threshold} "
+        "--method {params.method} --out {params.prefix} > {log} 2>&1"
+
+
+rule fit_dce:
+    input:
+        unpack(dce_inputs),
+        b1=b1_inputs,
+        reference=reference_image,
+    output:
+        maps=multiext(
+            "sub-{subject}/ses-{session}/perf/sub-{subject}_ses-{session}_desc-dce_",
+            *(f"{suffix}.nii.gz" for suffix in FITS["dce"]["suffixes"]),
+        ),
+        xfm="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-dce_to-ref_mode-image_xfm.txt",
+        xfm_json="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-dce_to-ref_mode-image_xfm.json",
+        qc="sub-{subject}/qc/sub-{subject}_ses-{session}_from-dce_to-ref_checkerboard.png",
+    params:
+        prefix=fit_prefix,
+        dce=dce_args,
+        registration=registration_args(),
+    log:
+        "logs/fit_dce/sub-{subject}_ses-{session}.log",
+    conda:
+        "../envs/qmri.yaml"
+    shell:
+        "qmri -v pipeline fit-dce --dce {input.dce} --t1 {input.t1} --t1-xfm {input.t1_xfm} "
+        "{params.dce} --out {params.prefix} --reference {input.reference} --xfm {output.xfm} "
+        "--qc {output.qc} {params.registration} > {log} 2>&1"

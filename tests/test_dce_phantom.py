@@ -1,0 +1,136 @@
+"""Extended Tofts on the committed phantom (data_sample/) against its truth.
+
+The phantom simulates the tissue curves with the Parker AIF on a 0.05 s grid and samples them at
+7 s frames, so the fit must convolve the Parker AIF on a fine grid (the default of
+:func:`qmri.dce.parker_aif`) and find the bolus arrival to well under a frame.
+
+Signal to concentration uses the TRUE T1 map (nearest-neighbour resampled to the DCE grid) and
+the phantom's r1 (4.5 /mM/s, protocol.json). No B1 map: the phantom's DCE series is simulated at
+the nominal flip angle (``qmri.phantom`` docstring), so a B1 correction would bias it.
+
+ROIs (truth tissue map on the reference grid, looked up at the DCE voxel centres): tumour, and
+marrow of the control (untreated) vertebral bodies; a voxel counts only if the 8 reference
+voxels around its centre all hold that tissue (uniform tissue, no border voxel).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from qmri.dce import detect_bolus_arrival, mean_curve, parker_aif, signal_to_concentration
+from qmri.models.dce import ExtendedToftsModel
+from qmri.registration import resample_nearest, target_to_source_indices
+
+ROOT = Path(__file__).resolve().parents[1] / "data_sample"
+TRUTH = ROOT / "derivatives" / "truth"
+TISSUE = {"marrow": 1, "tumor": 3, "blood": 9}  # desc-tissue_dseg.tsv
+HEMATOCRIT = 0.42  # as in the phantom (protocol.json)
+#: Relative tolerance of the ROI medians (measured worst case: see the module report).
+RTOL = {"Ktrans": 0.10, "ve": 0.10, "vp": 0.10}
+CASES = [("01", "pre"), ("01", "fu1"), ("02", "pre"), ("02", "fu2")]
+
+pytestmark = pytest.mark.skipif(not TRUTH.is_dir(), reason="data_sample/ not available")
+
+
+@cache
+def _protocol() -> dict:
+    return json.loads((TRUTH / "protocol.json").read_text())
+
+
+@cache
+def _truth_table() -> dict[tuple[str, str], dict[str, float]]:
+    lines = (TRUTH / "tissue_parameters.tsv").read_text().splitlines()
+    head = lines[0].split("\t")
+    out = {}
+    for line in lines[1:]:
+        row = dict(zip(head, line.split("\t"), strict=True))
+        out[(row["session"], row["tissue"])] = {p: float(row[p]) for p in ("Ktrans", "ve", "vp")}
+    return out
+
+
+def _uniform(ref: np.ndarray, ref_affine: np.ndarray, shape, affine, value: int) -> np.ndarray:
+    """DCE voxels whose 8 surrounding reference voxels all hold ``value``."""
+    idx = target_to_source_indices(shape, affine, ref_affine)
+    lo = np.floor(idx).astype(np.int64)
+    ok = np.ones(shape, dtype=bool)
+    for corner in np.ndindex(2, 2, 2):
+        ijk = lo + np.array(corner)
+        inside = np.all((ijk >= 0) & (ijk < np.array(ref.shape)), axis=-1)
+        ijk = np.where(inside[..., None], ijk, 0)
+        ok &= inside & (ref[ijk[..., 0], ijk[..., 1], ijk[..., 2]] == value)
+    return ok
+
+
+@cache
+def _session(sub: str, ses: str):
+    stem = f"sub-{sub}_ses-{ses}"
+    img = nib.load(ROOT / f"sub-{sub}" / f"ses-{ses}" / "perf" / f"{stem}_dce.nii.gz")
+    side = json.loads(Path(img.get_filename().replace(".nii.gz", ".json")).read_text())
+    signal = np.asarray(img.dataobj, dtype=np.float32)
+    shape = signal.shape[:3]
+    anat = TRUTH / f"sub-{sub}" / f"ses-{ses}" / "anat"
+    t1_img = nib.load(anat / f"{stem}_desc-truth_T1map.nii.gz")
+    t1 = resample_nearest(np.asarray(t1_img.dataobj), t1_img.affine, shape, img.affine)
+    tis_img = nib.load(anat / f"{stem}_desc-tissue_dseg.nii.gz")
+    tissue = np.asarray(tis_img.dataobj).astype(np.int16)
+    lab_img = nib.load(anat / f"{stem}_desc-truth_dseg.nii.gz")
+    labels = np.asarray(lab_img.dataobj).astype(np.int16)
+    names = dict(
+        line.split("\t")
+        for line in (anat / f"{stem}_desc-truth_dseg.tsv").read_text().splitlines()[1:]
+    )
+    treated = {
+        r.split("\t")[1]
+        for r in (ROOT / "participants.tsv").read_text().splitlines()[1:]
+        if r.startswith(f"sub-{sub}\t")
+    }
+    control_vb = [int(i) for i, n in names.items() if n.startswith("vb_") and n[3:] not in treated]
+    marrow_ref = np.where(np.isin(labels, control_vb), tissue, 0)
+    rois = {
+        "tumor": _uniform(tissue, tis_img.affine, shape, img.affine, TISSUE["tumor"]),
+        "marrow": _uniform(marrow_ref, tis_img.affine, shape, img.affine, TISSUE["marrow"]),
+        "blood": _uniform(tissue, tis_img.affine, shape, img.affine, TISSUE["blood"]),
+    }
+    mask = t1 > 0
+    conc = signal_to_concentration(
+        signal,
+        np.where(mask, t1, 1.0),
+        side["FlipAngle"],
+        side["RepetitionTimeExcitation"],
+        baseline_frames=side["BaselineFrames"],
+        r1=_protocol()["r1_per_mM_s"],
+        mask=mask,
+    ).concentration
+    return np.asarray(side["VolumeTiming"], dtype=float), conc, rois
+
+
+@pytest.mark.parametrize(("sub", "ses"), CASES, ids=[f"sub-{a}_ses-{b}" for a, b in CASES])
+def test_bolus_arrival_matches_truth(sub, ses):
+    t, conc, rois = _session(sub, ses)
+    truth = _protocol()["protocol"]["dce_bolus_arrival_s"]
+    aorta = detect_bolus_arrival(t, mean_curve(conc, rois["blood"]), method="parker")
+    tumour = detect_bolus_arrival(t, mean_curve(conc, rois["tumor"]), method="parker")
+    assert abs(aorta - truth) < 0.5
+    assert abs(tumour - truth) < 1.0
+
+
+@pytest.mark.parametrize(("sub", "ses"), CASES, ids=[f"sub-{a}_ses-{b}" for a, b in CASES])
+def test_extended_tofts_roi_medians_match_truth(sub, ses):
+    t, conc, rois = _session(sub, ses)
+    arrival = detect_bolus_arrival(t, mean_curve(conc, rois["blood"]), method="parker")
+    model = ExtendedToftsModel(t, parker_aif(t, delay_s=arrival, hematocrit=HEMATOCRIT))
+    truth = _truth_table()
+    for roi in ("tumor", "marrow"):
+        assert rois[roi].sum() >= 5, f"{roi}: too few uniform voxels"
+        fit = model.fit(conc, mask=rois[roi])
+        assert fit.options["aif_fine_dt_s"] == pytest.approx(0.5)
+        ref = truth[(ses, roi)]
+        for p, rtol in RTOL.items():
+            med = float(np.nanmedian(fit.maps[p][rois[roi]]))
+            assert med == pytest.approx(ref[p], rel=rtol), f"{roi} {p}: {med:.4f} vs {ref[p]}"
