@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 CORES  ?= 2
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install install-test demo test test-fast lint bench sample clean
+.PHONY: install install-test demo test test-fast lint bench bench-dce-memory sample clean
 
 # A virtual environment with qmri installed in editable mode. uv installs the stack in seconds
 # (pip takes ~10x longer); it is itself installed from PyPI into the venv.
@@ -49,8 +49,15 @@ lint: install-test
 	$(BIN)/snakemake --lint
 
 ## bench: fit synthetic volumes with every model; ratios against a per-voxel curve_fit loop
+## (and dipy for IVIM and DTI) measured in the same run, with peak memory
 bench: install-test
 	$(BIN)/python benchmarks/bench_models.py
+	$(BIN)/python benchmarks/bench_diffusion.py
+	$(BIN)/python benchmarks/bench_dce.py
+
+## bench-dce-memory: extended Tofts on a 256 x 256 x 32 x 80 volume (about a minute, < 2 GB)
+bench-dce-memory: install-test
+	$(BIN)/python benchmarks/bench_dce.py --full-volume
 
 ## sample: regenerate data_sample/ from the phantom (deterministic, seed 0)
 sample: install

@@ -231,15 +231,22 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
 
     step = args.step
     if step in ("fit-vfa", "fit-t2", "fit-adc"):  # fit, then register the series
+        moco = (args.moco_xfm, args.moco_trace) if args.moco_xfm else None
         if step == "fit-vfa":
             kind, series = "VFA", [Path(x) for x in args.vfa]
-            pipeline.fit_vfa(series, Path(args.out), b1_path=args.b1, method=args.method)
+            pipeline.fit_vfa(
+                series, Path(args.out), b1_path=args.b1, method=args.method, moco=moco
+            )
         elif step == "fit-t2":
             kind, series = "MESE", [Path(x) for x in args.echoes]
-            pipeline.fit_multi_echo(series, Path(args.out), drop_first_echo=args.drop_first_echo)
+            pipeline.fit_multi_echo(
+                series, Path(args.out), drop_first_echo=args.drop_first_echo, moco=moco
+            )
         else:
             kind, series = "dwi", [Path(args.dwi)]
-            pipeline.fit_adc(series[0], Path(args.out), b_min=args.b_min, b_max=args.b_max)
+            pipeline.fit_adc(
+                series[0], Path(args.out), b_min=args.b_min, b_max=args.b_max, moco=moco
+            )
         pipeline.register_series(
             kind, series, Path(args.reference), Path(args.xfm),
             options=_registration_options(args), max_metric=args.max_metric, qc_png=args.qc,
@@ -259,11 +266,13 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
         pipeline.fit_dce_series(
             dce, Path(args.t1), Path(args.out), t1_to_dce_ras=to_t1, b1_path=args.b1,
             model=args.model, hematocrit=args.hematocrit, r1=args.r1, fit_delay=args.fit_delay,
+            moco=(args.moco_xfm, args.moco_trace) if args.moco_xfm else None,
         )  # fmt: skip
     elif step == "fit-ivim":
         pipeline.fit_ivim(
-            Path(args.dwi), Path(args.out), b_threshold=args.b_threshold, method=args.method
-        )
+            Path(args.dwi), Path(args.out), b_threshold=args.b_threshold, method=args.method,
+            moco_xfm=args.moco_xfm,
+        )  # fmt: skip
     elif step == "register-session":
         focus = None
         if args.focus_labels is not None:
@@ -453,11 +462,18 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--out", required=True, help="output prefix of the maps")
         s.add_argument("--reference", required=True, help="the session's reference image")
         s.add_argument("--xfm", required=True, help="output: series -> reference transform")
+        s.add_argument(
+            "--moco-xfm",
+            type=Path,
+            help="motion-correct the series first; output: per-volume transforms",
+        )
+        s.add_argument("--moco-trace", type=Path, help="output: per-volume displacement (TSV)")
         _add_registration_options(s)
     s = steps.add_parser("fit-ivim", help="IVIM maps of a DWI series (no registration)")
     s.add_argument("--dwi", required=True)
     s.add_argument("--b-threshold", type=float, default=200.0, help="s/mm^2")
     s.add_argument("--method", choices=["segmented", "full"], default="segmented")
+    s.add_argument("--moco-xfm", type=Path, help="motion-correction transforms to re-apply")
     s.add_argument("--out", required=True, help="output prefix of the maps")
     s = steps.add_parser("register-session", help="register a session to the baseline")
     s.add_argument("--reference", required=True)

@@ -83,9 +83,8 @@ Acquisitions (:data:`PHANTOM_PROTOCOL`)
   at the 2.3 ms echo is not simulated, i.e. folded into M0).
 - ``TB1map``: ``100 * B1`` in percent (100 = nominal), a smooth second-order polynomial in the
   scanner's x and z scaled to 0.86..1.14 over the FOV, fixed in the scanner frame (it does not
-  move with the patient); Gaussian noise of 0.5 percent. B1 affects the VFA series only
-  (spin-echo series are idealised; DCE uses the nominal flip angle because the contract's DCE
-  fit has no B1 input).
+  move with the patient); Gaussian noise of 0.5 percent. B1 scales the flip angle of the
+  spoiled gradient-echo series, VFA and DCE (spin-echo series are idealised).
 - ``MESE``: 8 echoes at 0.01..0.08 s, TR 2.5 s, mono-exponential
   ``S = PD (1 - exp(-TR/T1)) exp(-TE/T2)``.
 - ``dwi``: b = 0 and b = 50, 100, 200, 400, 600, 800 s/mm^2 along x, y and z (19 volumes),
@@ -160,6 +159,7 @@ import nibabel as nib
 import numpy as np
 
 from qmri import __version__
+from qmri.dce import relaxivity as _relaxivity
 from qmri.errors import QMRIInputError
 from qmri.io import atomic_output, save_nifti, sidecar_path, write_json
 
@@ -358,8 +358,9 @@ PARKER_AIF: dict[str, float] = {
     "tau_min": 0.483,
 }
 
-#: Longitudinal relaxivity of gadoteridol at 1.5 T in plasma/tissue (1/mM/s), approximate.
-R1_RELAXIVITY = 4.5
+#: Longitudinal relaxivity of gadoteridol at 1.5 T (1/mM/s), from qmri's relaxivity table
+#: (Rohrer et al. 2005, plasma, 37 C), so the phantom and the fit use one source.
+R1_RELAXIVITY = _relaxivity("gadoteridol", 1.5)[0]
 
 
 @dataclass(frozen=True)
@@ -867,13 +868,11 @@ def _concentration_curves(table: np.ndarray, proto: PhantomProtocol) -> np.ndarr
     return out
 
 
-def _dce_curves(table: np.ndarray, proto: PhantomProtocol) -> np.ndarray:
-    """Per-tissue DCE signal (nominal flip angle), shape ``(n_tissues + 1, n_frames)``."""
+def _dce_t1_curves(table: np.ndarray, proto: PhantomProtocol) -> np.ndarray:
+    """Per-tissue T1 (s) during the DCE series, shape ``(n_tissues + 1, n_frames)``."""
     col = {p: table[:, i] for i, p in enumerate(PARAMETERS)}
     conc = _concentration_curves(table, proto)
-    r1 = 1 / _safe(col["T1"])[:, None] + proto.r1_per_mM_s * conc
-    flip = np.deg2rad(proto.dce_flip_angle_deg)
-    return _spgr(col["PD"][:, None], 1 / r1, flip, proto.dce_tr_s)
+    return 1 / (1 / _safe(col["T1"])[:, None] + proto.r1_per_mM_s * conc)
 
 
 def _rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -1102,7 +1101,7 @@ def _write_session(
         return _to_int16(mag, _scale(series, proto))
 
     tissue, labels, b1 = anatomy(ref)
-    tissue_c, _, _ = anatomy(coarse)
+    tissue_c, _, b1_c = anatomy(coarse)
     common = _scanner_metadata(proto)
 
     # T2w reference
@@ -1228,7 +1227,12 @@ def _write_session(
     )
 
     # DCE
-    dce = _dce_curves(table, proto)[tissue_c]
+    dce = _spgr(
+        col["PD"][tissue_c][..., None],
+        _dce_t1_curves(table, proto)[tissue_c],
+        np.deg2rad(proto.dce_flip_angle_deg) * b1_c[..., None],
+        proto.dce_tr_s,
+    )
     save_nifti(
         noisy("dce", dce),
         coarse.affine,

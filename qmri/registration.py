@@ -107,6 +107,7 @@ def register_rigid(
     shrink_factors: tuple[int, ...] = (2, 1),
     smoothing_sigmas_mm: tuple[float, ...] = (2.0, 0.0),
     sampling_fraction: float = 0.3,
+    sampling_strategy: str = "random",
     learning_rate: float = 0.5,
     seed: int = 20261123,
     fixed_mask: sitk.Image | None = None,
@@ -135,6 +136,9 @@ def register_rigid(
         Multi-resolution pyramid (one entry per level, coarse to fine; sigmas in mm).
     sampling_fraction : float
         Share of fixed voxels the metric samples (0 < f <= 1; 1 uses every voxel, in order).
+    sampling_strategy : {"random", "regular"}
+        Random voxels, or a regular grid of them (ITK perturbs each regular sample randomly
+        within its voxel, which also breaks grid alignment while covering the image evenly).
     learning_rate : float
         First step of the regular-step gradient descent (mm, by physical-shift scaling).
     seed : int
@@ -171,7 +175,12 @@ def register_rigid(
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
     if not 0 < sampling_fraction <= 1:
         raise QMRIInputError(f"sampling_fraction must be in (0, 1], got {sampling_fraction}")
-    if sampling_fraction < 1:
+    if sampling_strategy not in ("random", "regular"):
+        raise QMRIInputError(f"unknown sampling strategy '{sampling_strategy}' (random, regular)")
+    if sampling_strategy == "regular":
+        reg.SetMetricSamplingStrategy(reg.REGULAR)
+        reg.SetMetricSamplingPercentage(sampling_fraction, seed)
+    elif sampling_fraction < 1:
         reg.SetMetricSamplingStrategy(reg.RANDOM)
         reg.SetMetricSamplingPercentage(sampling_fraction, seed)
     else:

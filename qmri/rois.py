@@ -256,7 +256,7 @@ def treated_region_mask(
     *,
     voxel_size_mm: Sequence[float],
     margin_levels: int = 1,
-    margin_mm: float = 10.0,
+    margin_mm: float = 20.0,
 ) -> np.ndarray:
     """Region around the treated levels, for focusing a registration metric there.
 
@@ -278,7 +278,7 @@ def treated_region_mask(
         Voxel size of ``labels`` (mm), for the margin.
     margin_levels : int, default 1
         Levels above and below the treated ones to include.
-    margin_mm : float, default 10
+    margin_mm : float, default 20
         Growth of the region (mm).
 
     Returns

@@ -338,3 +338,85 @@ def test_semiquantitative_maps():
     late = semiquantitative_maps(conc, t, 100.0)
     assert np.isnan(late.maps["iAUC90"]).all()
     assert "iAUC90_note" in late.options
+
+
+# ------------------------------------------------------------------------------ fine Parker AIF
+def _fine_reference(t, delay, ktrans, ve, vp, hct=0.42, dt=0.01):
+    """Extended Tofts on a 0.01 s grid (trapezoid), sampled at the frames, written out here."""
+    tf = np.arange(0.0, t[-1] + dt / 2, dt)
+    cp = parker_blood_concentration(tf, delay) / (1 - hct)
+    kernel = np.exp(-ktrans / ve * tf / 60.0)
+    conv = np.convolve(cp, kernel)[: tf.size] * dt / 60.0
+    conv -= 0.5 * dt / 60.0 * (cp[0] * kernel + cp * kernel[0])
+    frames = np.rint(t / dt).astype(int)
+    return (vp * cp + ktrans * conv)[frames]
+
+
+def test_parker_fine_aif_removes_coarse_frame_bias():
+    t = np.arange(32) * 7.0
+    y = _fine_reference(t, 35.0, 0.25, 0.3, 0.08)
+    coarse = ExtendedToftsModel(t, parker_aif(t, delay_s=35.0, fine_dt_s=None))
+    fine_aif = parker_aif(t, delay_s=35.0)
+    assert fine_aif.options["aif_fine_dt_s"] == 0.5
+    fine = ExtendedToftsModel(t, fine_aif)
+    np.testing.assert_allclose(fine.predict(Ktrans=0.25, ve=0.3, vp=0.08), y, rtol=0, atol=5e-4)
+    kt_coarse = float(coarse.fit(y[None]).maps["Ktrans"][0])
+    fit = fine.fit(y[None])
+    assert kt_coarse > 0.255  # the frame-sampled AIF misses the first-pass peak
+    assert float(fit.maps["Ktrans"][0]) == pytest.approx(0.25, rel=2e-3)
+    assert float(fit.maps["ve"][0]) == pytest.approx(0.3, rel=2e-3)
+    assert float(fit.maps["vp"][0]) == pytest.approx(0.08, rel=2e-3)
+    assert "fine AIF" in fit.options["aif_interpolation"]
+    # fitted delay with the fine AIF: recovered from a 2 s wrong start
+    dfit = ExtendedToftsModel(t, parker_aif(t, delay_s=33.0), fit_delay=True).fit(y[None])
+    assert float(dfit.maps["delay"][0]) == pytest.approx(2.0, abs=0.02)
+    assert float(dfit.maps["Ktrans"][0]) == pytest.approx(0.25, rel=5e-3)
+
+
+@pytest.mark.parametrize("fit_delay", [False, True])
+def test_fine_aif_jacobian_matches_finite_differences(fit_delay):
+    t = np.r_[np.arange(0.0, 60.0, 7.0), np.arange(63.0, 200.0, 4.5)]  # non-uniform frames
+    model = ExtendedToftsModel(t, parker_aif(t, delay_s=20.0, fine_dt_s=0.7), fit_delay=fit_delay)
+    # delays off the fine nodes: the delay derivative has kinks where t - delay is a node
+    p = np.array(
+        [[0.3, 0.25, 0.05, 1.3][: 3 + fit_delay], [1.2, 0.5, 0.2, -2.33][: 3 + fit_delay]]
+    )
+    _, jac = model._model_tm(p, model.aif.cp[:, None], with_jac=True, fine=model._fine)
+    for i in range(p.shape[1]):
+        step = 1e-6 * max(1.0, abs(p[0, i]))
+        pp, pm = p.copy(), p.copy()
+        pp[:, i] += step
+        pm[:, i] -= step
+        cpl, _ = model._model_tm(pp, model.aif.cp[:, None], with_jac=False, fine=model._fine)
+        cmi, _ = model._model_tm(pm, model.aif.cp[:, None], with_jac=False, fine=model._fine)
+        np.testing.assert_allclose(jac[i], (cpl - cmi) / (2 * step), rtol=1e-5, atol=1e-8)
+
+
+def test_fine_aif_chunks_and_options():
+    t = np.arange(32) * 7.0
+    aif = parker_aif(t, delay_s=35.0, fine_dt_s=2.0)
+    assert aif.fine_times_s.size == 31 * 4 + 1
+    np.testing.assert_array_equal(aif.fine_times_s[::4], t)
+    model = ToftsModel(t, aif)
+    y = model.predict(Ktrans=np.linspace(0.05, 1.0, 7), ve=0.3)
+    one = model.fit(y, chunk_size=3)
+    assert one.options["aif_fine_dt_s"] == 1.75  # 7 s frames in 4 steps
+    np.testing.assert_allclose(one.maps["Ktrans"], np.linspace(0.05, 1.0, 7), rtol=1e-4)
+    # measured AIFs keep the frame samples only
+    assert aif_from_blood_curve(t, aif.cp * 0.58).fine_times_s is None
+    assert parker_aif(t, fine_dt_s=None).options["aif_fine_dt_s"] is None
+    with pytest.raises(QMRIInputError, match="fine"):
+        ArterialInputFunction(t, aif.cp, "parker", {}, aif.fine_times_s[1:], aif.fine_cp[1:])
+    with pytest.raises(QMRIInputError, match="fine"):
+        ArterialInputFunction(t, aif.cp, "parker", {}, aif.fine_times_s, aif.fine_cp + 1.0)
+
+
+def test_parker_bolus_arrival_with_coarse_frames():
+    t = np.arange(32) * 7.0
+    blood = _fine_reference(t, 35.0, 0.0, 1.0, 0.58)
+    tissue = _fine_reference(t, 35.0, 0.25, 0.3, 0.08)
+    assert detect_bolus_arrival(t, blood) < 33.0  # the hinge is biased early at 7 s frames
+    assert detect_bolus_arrival(t, blood, method="parker") == pytest.approx(35.0, abs=0.1)
+    assert detect_bolus_arrival(t, tissue, method="parker") == pytest.approx(35.0, abs=0.1)
+    with pytest.raises(QMRIInputError, match="method"):
+        detect_bolus_arrival(t, tissue, method="spline")

@@ -1,6 +1,8 @@
-# Model fits in each series' native grid: T1 from VFA (B1-corrected), T2 from MESE, ADC from
-# DWI. Each fit job also registers its series to the session reference (xfm/). Every map gets
-# a JSON sidecar with its unit, algorithm and every option used.
+# Model fits in each series' native grid: T1 from VFA (B1-corrected), T2 from MESE, ADC and
+# IVIM from DWI, DCE kinetics with the session's T1 map. Each fit job first corrects motion
+# within its series (rigid, to the series' own reference; transforms and displacement trace in
+# xfm/) and then registers the series to the session reference. Every map gets a JSON sidecar
+# with its unit, algorithm and every option used.
 
 
 rule fit_vfa:
@@ -19,6 +21,8 @@ rule fit_vfa:
         xfm="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-VFA_to-ref_mode-image_xfm.txt",
         xfm_json="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-VFA_to-ref_mode-image_xfm.json",
         qc="sub-{subject}/qc/sub-{subject}_ses-{session}_from-VFA_to-ref_checkerboard.png",
+        moco="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_desc-mocoVFA_xfm.txt",
+        trace="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_desc-mocoVFA_motion.tsv",
     params:
         prefix=fit_prefix,
         method=config["t1_vfa"]["method"],
@@ -30,7 +34,7 @@ rule fit_vfa:
         "../envs/qmri.yaml"
     shell:
         "qmri -v pipeline fit-vfa --vfa {input.vfa} {params.b1} --method {params.method} "
-        "--out {params.prefix} --reference {input.reference} --xfm {output.xfm} --qc {output.qc} "
+        "--out {params.prefix} --reference {input.reference} --xfm {output.xfm} --qc {output.qc} --moco-xfm {output.moco} --moco-trace {output.trace} "
         "{params.registration} > {log} 2>&1"
 
 
@@ -49,6 +53,8 @@ rule fit_mese:
         xfm="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-MESE_to-ref_mode-image_xfm.txt",
         xfm_json="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-MESE_to-ref_mode-image_xfm.json",
         qc="sub-{subject}/qc/sub-{subject}_ses-{session}_from-MESE_to-ref_checkerboard.png",
+        moco="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_desc-mocoMESE_xfm.txt",
+        trace="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_desc-mocoMESE_motion.tsv",
     params:
         prefix=fit_prefix,
         drop_first_echo="--drop-first-echo" if config["t2"]["drop_first_echo"] else "",
@@ -59,7 +65,7 @@ rule fit_mese:
         "../envs/qmri.yaml"
     shell:
         "qmri -v pipeline fit-t2 --echoes {input.echoes} {params.drop_first_echo} "
-        "--out {params.prefix} --reference {input.reference} --xfm {output.xfm} --qc {output.qc} "
+        "--out {params.prefix} --reference {input.reference} --xfm {output.xfm} --qc {output.qc} --moco-xfm {output.moco} --moco-trace {output.trace} "
         "{params.registration} > {log} 2>&1"
 
 
@@ -78,6 +84,8 @@ rule fit_adc:
         xfm="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-dwi_to-ref_mode-image_xfm.txt",
         xfm_json="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-dwi_to-ref_mode-image_xfm.json",
         qc="sub-{subject}/qc/sub-{subject}_ses-{session}_from-dwi_to-ref_checkerboard.png",
+        moco="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_desc-mocodwi_xfm.txt",
+        trace="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_desc-mocodwi_motion.tsv",
     params:
         prefix=fit_prefix,
         b_min=config["adc"]["b_min"],
@@ -90,12 +98,13 @@ rule fit_adc:
     shell:
         "qmri -v pipeline fit-adc --dwi {input.dwi} --b-min {params.b_min} "
         "--b-max {params.b_max} --out {params.prefix} --reference {input.reference} "
-        "--xfm {output.xfm} --qc {output.qc} {params.registration} > {log} 2>&1"
+        "--xfm {output.xfm} --qc {output.qc} --moco-xfm {output.moco} --moco-trace {output.trace} {params.registration} > {log} 2>&1"
 
 
 rule fit_ivim:
     input:
         unpack(dwi_inputs),
+        moco="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_desc-mocodwi_xfm.txt",
     output:
         maps=multiext(
             "sub-{subject}/ses-{session}/dwi/sub-{subject}_ses-{session}_desc-ivim_",
@@ -111,7 +120,7 @@ rule fit_ivim:
         "../envs/qmri.yaml"
     shell:
         "qmri -v pipeline fit-ivim --dwi {input.dwi} --b-threshold {params.b_threshold} "
-        "--method {params.method} --out {params.prefix} > {log} 2>&1"
+        "--method {params.method} --moco-xfm {input.moco} --out {params.prefix} > {log} 2>&1"
 
 
 rule fit_dce:
@@ -127,6 +136,8 @@ rule fit_dce:
         xfm="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-dce_to-ref_mode-image_xfm.txt",
         xfm_json="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-dce_to-ref_mode-image_xfm.json",
         qc="sub-{subject}/qc/sub-{subject}_ses-{session}_from-dce_to-ref_checkerboard.png",
+        moco="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_desc-mocodce_xfm.txt",
+        trace="sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_desc-mocodce_motion.tsv",
     params:
         prefix=fit_prefix,
         dce=dce_args,
@@ -138,4 +149,4 @@ rule fit_dce:
     shell:
         "qmri -v pipeline fit-dce --dce {input.dce} --t1 {input.t1} --t1-xfm {input.t1_xfm} "
         "{params.dce} --out {params.prefix} --reference {input.reference} --xfm {output.xfm} "
-        "--qc {output.qc} {params.registration} > {log} 2>&1"
+        "--qc {output.qc} --moco-xfm {output.moco} --moco-trace {output.trace} {params.registration} > {log} 2>&1"
