@@ -315,6 +315,19 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
             Path(args.baseline_session_xfm), Path(args.reference), Path(args.rois), thresholds,
             Path(args.out_dir), Path(args.out), args.stem, erode_voxels=args.erode_voxels,
         )  # fmt: skip
+    elif step == "cohort-analyses":
+        thresholds = {}
+        for name, value in args.flag or []:
+            try:
+                thresholds[name] = float(value)
+            except ValueError:
+                raise QMRIInputError(
+                    f"flag threshold {name} must be a number, got '{value}'"
+                ) from None
+        pipeline.cohort_analyses(
+            Path(args.roistats), Path(args.response), Path(args.participants),
+            Path(args.out_dir), flag_thresholds=thresholds or None, min_events=args.min_events,
+        )  # fmt: skip
     elif step == "cohort-table":
         pipeline.cohort_tables([Path(x) for x in args.tables], Path(args.out))
     elif step == "describe-output":
@@ -533,6 +546,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", required=True)
     s.add_argument("--out", required=True, help="the parametric-response table (CSV)")
     s.add_argument("--stem", required=True, help="file-name stem, e.g. sub-01_ses-fu1")
+    s = steps.add_parser("cohort-analyses", help="response flags, delineation, outcomes")
+    s.add_argument("--roistats", required=True)
+    s.add_argument("--response", required=True)
+    s.add_argument("--participants", required=True)
+    s.add_argument("--out-dir", required=True)
+    s.add_argument(
+        "--flag",
+        nargs=2,
+        action="append",
+        metavar=("RULE", "PERCENT"),
+        help="response flag threshold, e.g. vp_fall 20",
+    )
+    s.add_argument("--min-events", type=int, default=5)
     s = steps.add_parser("cohort-table")
     s.add_argument("--tables", nargs="+", required=True)
     s.add_argument("--out", required=True)

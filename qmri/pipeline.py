@@ -1040,3 +1040,44 @@ def fit_dce_series(
         hematocrit=hematocrit, fit_delay=fit_delay, mask=np.isfinite(t1),
         sources=[dce_path, t1_path] + ([b1_path] if b1_path else []),
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# cohort analyses
+# --------------------------------------------------------------------------------------------
+
+
+def cohort_analyses(
+    roistats_csv: Path,
+    response_csv: Path,
+    participants_tsv: Path,
+    out_dir: Path,
+    *,
+    flag_thresholds: Mapping[str, float] | None = None,
+    min_events: int = 5,
+) -> list[Path]:
+    """Response flags, the delineation comparison and the outcome analyses of a cohort.
+
+    Writes under ``out_dir``: ``response_flags.csv``, ``delineation.csv``,
+    ``delineation_summary.csv`` and the outcome tables of :mod:`qmri.outcomes`
+    (``outcomes_logistic.csv``, ``outcomes_cox.csv``, ``outcomes_km.csv``,
+    ``outcomes_missing_columns.csv``, the last listing the clinical columns participants.tsv
+    lacks).
+    """
+    from qmri import delineation, outcomes, response, tables
+
+    out_dir = Path(out_dir)
+    roistats = tables.read_table(roistats_csv)
+    resp = tables.read_table(response_csv)
+    written = [
+        write_csv(response.response_flags(resp, flag_thresholds), out_dir / "response_flags.csv")
+    ]
+    table = delineation.delineation_table(roistats)
+    written.append(write_csv(table, out_dir / "delineation.csv"))
+    written.append(
+        write_csv(delineation.delineation_summary(table), out_dir / "delineation_summary.csv")
+    )
+    participants = tables.read_participants_tsv(participants_tsv)
+    results = outcomes.outcome_analyses(participants, resp, min_events=min_events)
+    written += list(outcomes.write_outcome_tables(results, out_dir).values())
+    return written

@@ -157,6 +157,17 @@ def test_tables_follow_the_contract(processed):
     t1 = next(out.glob("sub-01/ses-pre/anat/*_desc-vfa_T1map.nii.gz"))
     assert '"Units": "s"' in t1.with_name(t1.name.replace(".nii.gz", ".json")).read_text()
     assert (out / "dataset_description.json").exists()
+    # cohort analyses: flags name their thresholds; absent clinical columns are reported
+    flags = pd.read_csv(out / "cohort" / "response_flags.csv", dtype={"subject": str})
+    rise = flags[
+        (flags.roi == "tumor") & (flags.flag == "adc_rise_gt_25pct") & (flags.stat == "mean")
+    ]
+    assert set(rise["session"]) == {"fu1", "fu2"}
+    assert rise["value"].astype(str).eq("True").all()  # tumour ADC rose 30-45% in the phantom
+    missing = pd.read_csv(out / "cohort" / "outcomes_missing_columns.csv")
+    assert not missing.set_index("column").loc["vcf_event", "present"]
+    delineation = pd.read_csv(out / "cohort" / "delineation.csv")
+    assert (delineation["added_volume_ml"] > 0).all()
 
 
 @pytest.mark.slow
@@ -179,13 +190,14 @@ def test_new_session_schedules_only_its_jobs(tmp_path):
         wildcards = dict(re.findall(r"(\w+)=(\w+)", match.group(1))) if match else {}
         if rule == "subject_tables":
             assert wildcards == {"subject": "01"}
-        elif rule not in ("cohort_table", "all"):
+        elif rule not in ("cohort_table", "cohort_analyses", "all"):
             assert wildcards.get("subject") == "01", (rule, wildcards)
             assert wildcards.get("session") == "fu2", (rule, wildcards)
     names = sorted(rule for rule, _ in jobs)
     assert names == sorted(
         ["fit_vfa", "fit_mese", "fit_adc", "fit_ivim", "fit_dce", "register_session",
-         "session_roistats", "baseline_space", "subject_tables", *["cohort_table"] * 4, "all"]
+         "session_roistats", "baseline_space", "subject_tables", *["cohort_table"] * 4,
+         "cohort_analyses", "all"]
     )  # fmt: skip
 
 

@@ -263,6 +263,11 @@ def cohort_inputs(wildcards):
     return subject_table_paths(wildcards.kind)
 
 
+def flag_args():
+    """--flag RULE PERCENT for every configured response flag."""
+    return " ".join(f"--flag {k} {v}" for k, v in config["response_flags"].items())
+
+
 def final_outputs():
     """Every table of every subject, the cohort tables and the dataset description."""
     return [
@@ -274,5 +279,7 @@ def final_outputs():
         "cohort/response.csv",
         "cohort/prm.csv",
         "cohort/registration.csv",
+        "cohort/response_flags.csv",
+        "cohort/delineation.csv",
         "dataset_description.json",
     ]

@@ -5,6 +5,7 @@
 localrules:
     subject_tables,
     cohort_table,
+    cohort_analyses,
     describe_output,
 
 
@@ -72,3 +73,32 @@ rule describe_output:
     shell:
         "qmri -v pipeline describe-output --bids-dir {params.bids_dir} "
         "--config-sha256 {params.config_sha256} --output-dir . > {log} 2>&1"
+
+
+rule cohort_analyses:
+    input:
+        roistats="cohort/roistats.csv",
+        response="cohort/response.csv",
+        participants=PARTICIPANTS_TSV,
+    output:
+        multiext(
+            "cohort/",
+            "response_flags.csv",
+            "delineation.csv",
+            "delineation_summary.csv",
+            "outcomes_logistic.csv",
+            "outcomes_cox.csv",
+            "outcomes_km.csv",
+            "outcomes_missing_columns.csv",
+        ),
+    params:
+        flags=flag_args(),
+        min_events=config["outcomes"]["min_events"],
+    log:
+        "logs/cohort_analyses.log",
+    conda:
+        "../envs/qmri.yaml"
+    shell:
+        "qmri -v pipeline cohort-analyses --roistats {input.roistats} "
+        "--response {input.response} --participants {input.participants} --out-dir cohort "
+        "{params.flags} --min-events {params.min_events} > {log} 2>&1"
