@@ -65,8 +65,6 @@ OUTPUT_BIDSIGNORE = (
     "*_kep.*",
 )
 
-#: The parameter maps that ROI statistics are taken of, per fit.
-STATISTIC_MAPS = {"vfa": ("T1",), "mese": ("T2",), "adc": ("ADC",)}
 
 
 def map_path(prefix: str | Path, param: str, *, bids_suffixes: bool = True) -> Path:
