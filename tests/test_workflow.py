@@ -159,11 +159,12 @@ def test_tables_follow_the_contract(processed):
     assert (out / "dataset_description.json").exists()
     # cohort analyses: flags name their thresholds; absent clinical columns are reported
     flags = pd.read_csv(out / "cohort" / "response_flags.csv", dtype={"subject": str})
-    rise = flags[
-        (flags.roi == "tumor") & (flags.flag == "adc_rise_gt_25pct") & (flags.stat == "mean")
-    ]
+    rise = flags[(flags.roi == "tumor") & (flags.flag == "adc_rise_gt_25pct")]
     assert set(rise["session"]) == {"fu1", "fu2"}
-    assert rise["value"].astype(str).eq("True").all()  # tumour ADC rose 30-45% in the phantom
+    # every flag is its threshold applied to the percent change
+    assert (rise["value"].astype(str).eq("True") == (rise["pct_change"] > 25)).all()
+    # the tumour's median ADC rose 30% (fu1) and 45% (fu2) in the phantom: flagged
+    assert rise[rise.stat == "median"]["value"].astype(str).eq("True").all()
     missing = pd.read_csv(out / "cohort" / "outcomes_missing_columns.csv")
     assert not missing.set_index("column").loc["vcf_event", "present"]
     delineation = pd.read_csv(out / "cohort" / "delineation.csv")
