@@ -66,7 +66,6 @@ OUTPUT_BIDSIGNORE = (
 )
 
 
-
 def map_path(prefix: str | Path, param: str, *, bids_suffixes: bool = True) -> Path:
     """Path of a parameter map: ``PREFIX_<suffix>.nii.gz``."""
     name = BIDS_SUFFIX.get(param, param) if bids_suffixes else param
