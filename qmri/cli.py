@@ -215,6 +215,22 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
     print(out)
 
 
+def _map_specs(items: Sequence[Sequence[str]] | None) -> list[tuple[str, Path, Path, Path]]:
+    """``--map NAME MAP FITMASK SERIES_XFM`` values as (name, paths...) tuples."""
+    return [(n, Path(m), Path(f), Path(x)) for n, m, f, x in items or []]
+
+
+def _named_numbers(pairs: Sequence[Sequence[str]] | None, what: str) -> dict[str, float]:
+    """``NAME VALUE`` option pairs as a name -> number mapping; a non-number is an error."""
+    out = {}
+    for name, value in pairs or []:
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise QMRIInputError(f"{what} of {name} must be a number, got '{value}'") from None
+    return out
+
+
 def _registration_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "bins": args.bins,
@@ -290,8 +306,9 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
             Path(args.out),
         )  # fmt: skip
     elif step == "session-roistats":
-        maps = [(n, Path(m), Path(f), Path(x)) for n, m, f, x in args.map]
-        pipeline.session_roistats(maps, Path(args.rois), Path(args.session_xfm), Path(args.out))
+        pipeline.session_roistats(
+            _map_specs(args.map), Path(args.rois), Path(args.session_xfm), Path(args.out)
+        )
     elif step == "subject-tables":
         pipeline.subject_tables(
             [Path(x) for x in args.sessions], Path(args.sessions_tsv), args.subject,
@@ -301,29 +318,14 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
             out_registration=args.out_registration,
         )  # fmt: skip
     elif step == "baseline-space":
-        as_maps = lambda items: [(n, Path(m), Path(f), Path(x)) for n, m, f, x in items or []]
-        thresholds = {}
-        for name, value in args.threshold or []:
-            try:
-                thresholds[name] = float(value)
-            except ValueError:
-                raise QMRIInputError(
-                    f"threshold of {name} must be a number, got '{value}'"
-                ) from None
         pipeline.baseline_space(
-            as_maps(args.map), Path(args.session_xfm), as_maps(args.baseline_map),
-            Path(args.baseline_session_xfm), Path(args.reference), Path(args.rois), thresholds,
+            _map_specs(args.map), Path(args.session_xfm), _map_specs(args.baseline_map),
+            Path(args.baseline_session_xfm), Path(args.reference), Path(args.rois),
+            _named_numbers(args.threshold, "threshold"),
             Path(args.out_dir), Path(args.out), args.stem, erode_voxels=args.erode_voxels,
         )  # fmt: skip
     elif step == "cohort-analyses":
-        thresholds = {}
-        for name, value in args.flag or []:
-            try:
-                thresholds[name] = float(value)
-            except ValueError:
-                raise QMRIInputError(
-                    f"flag threshold {name} must be a number, got '{value}'"
-                ) from None
+        thresholds = _named_numbers(args.flag, "flag threshold")
         pipeline.cohort_analyses(
             Path(args.roistats), Path(args.response), Path(args.participants),
             Path(args.out_dir), flag_thresholds=thresholds or None, min_events=args.min_events,

@@ -188,3 +188,13 @@ def test_fit_t1_ir(tmp_path):
     assert main(["fit", "t1-ir", str(tmp_path / "ir.nii.gz"), "--inversion-times",
                  ",".join(map(str, ti)), "--out", str(tmp_path / "r")]) == 0  # fmt: skip
     assert_allclose(np.asarray(nib.load(tmp_path / "r_T1.nii.gz").dataobj), t1, rtol=1e-3)
+
+
+def test_non_numeric_threshold_is_one_line(tmp_path, capsys):
+    code = main(["pipeline", "cohort-analyses", "--roistats", "r.csv", "--response", "x.csv",
+                 "--participants", "p.tsv", "--out-dir", str(tmp_path), "--flag", "vp_fall",
+                 "twenty"])  # fmt: skip
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        "qmri: error: flag threshold of vp_fall must be a number, got 'twenty'"
+    )
