@@ -420,3 +420,30 @@ def test_parker_bolus_arrival_with_coarse_frames():
     assert detect_bolus_arrival(t, tissue, method="parker") == pytest.approx(35.0, abs=0.1)
     with pytest.raises(QMRIInputError, match="method"):
         detect_bolus_arrival(t, tissue, method="spline")
+
+
+@pytest.mark.parametrize(
+    ("cls", "names"),
+    [(ToftsModel, ("Ktrans", "ve")), (ExtendedToftsModel, ("Ktrans", "ve", "vp"))],
+)
+def test_linear_method_is_murase_closed_form(aif, cls, names):
+    rng = np.random.default_rng(5)
+    truth = {k: v for k, v in _truth(300, rng).items() if k in names}
+    data = cls(T, aif).predict(**truth)
+    linear = cls(T, aif, method="linear").fit(data)
+    nlls = cls(T, aif).fit(data)
+    assert linear.n_failed == 0
+    for k, v in truth.items():
+        # the trapezoid integral of C makes Murase's estimate approximate even without noise
+        err_linear = np.abs(linear.maps[k] / v - 1)
+        assert np.median(err_linear) < 0.01, k
+        assert np.median(np.abs(nlls.maps[k] / v - 1)) < 1e-6, k
+        assert np.median(err_linear) > 1e-6, k  # it really is the closed form, not the LM fit
+    assert linear.options["method"] == "linear"
+    assert "max_iter" not in linear.options
+    assert nlls.options["method"] == "nlls"
+    assert nlls.options["max_iter"] == 100
+    assert "Murase linear least squares only" in linear.algorithm
+    assert np.nanmin(linear.maps["R2"]) > 0.99
+    with pytest.raises(QMRIInputError, match="unknown DCE fit method 'lm'"):
+        cls(T, aif, method="lm")

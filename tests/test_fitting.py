@@ -7,6 +7,7 @@ import pytest
 from scipy.optimize import least_squares
 
 from qmri.fitting import (
+    _solve_small,
     chunked,
     levenberg_marquardt,
     loglinear_wls,
@@ -166,3 +167,24 @@ def test_r_squared_values():
     pred = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0], [2.0, 2.0, 2.0], [3.0, 2.0, 1.0]])
     np.testing.assert_allclose(r_squared(y, pred), [1.0, 0.0, 1.0, 0.0])
     np.testing.assert_allclose(r_squared(y, ss_res=[0.5, 2.0, 0.0, 1.0]), [0.75, 0, 1, 0.5])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 6, 7])
+def test_solve_small_matches_numpy_for_symmetric_systems(k):
+    rng = np.random.default_rng(k)
+    jac = rng.normal(size=(200, 12, k))
+    a = np.einsum("mok,mol->mkl", jac, jac)  # normal equations: symmetric positive definite
+    b = rng.normal(size=(200, k))
+    np.testing.assert_allclose(
+        _solve_small(a, b), np.linalg.solve(a, b[..., None])[..., 0], rtol=1e-9, atol=1e-12
+    )
+
+
+def test_solve_small_falls_back_for_singular_and_flags_non_finite_rows():
+    a = np.array([np.eye(3), np.ones((3, 3)), np.full((3, 3), np.nan)])
+    b = np.ones((3, 3))
+    x = _solve_small(a, b)
+    np.testing.assert_allclose(x[0], 1.0)
+    # singular: the pseudo-inverse's least-norm solution, as LAPACK's fallback gives
+    np.testing.assert_allclose(x[1], np.linalg.pinv(np.ones((3, 3))) @ np.ones(3))
+    assert np.isnan(x[2]).all()

@@ -17,8 +17,9 @@ The default fit is *segmented*, as the OSIPI task force's reference fit, for all
    of a log-spaced grid of :math:`D^*` values inside the bounds, refined by the batched
    Levenberg-Marquardt solver (:func:`qmri.fitting.levenberg_marquardt`, analytic Jacobian).
 
-``method="full"`` then refines all four parameters together (bounded Levenberg-Marquardt on the
-normalised signal), starting from the segmented estimates.
+``method="full"`` (segmented + NLLS) instead refines all four parameters together (bounded
+Levenberg-Marquardt on the normalised signal), starting from the segmented S0, f, D and the best
+D* of the grid.
 
 Volumes that share a b-value (several directions or averages) are combined first: geometric mean
 (the trace-weighted signal) where all are positive, arithmetic mean otherwise; each b-value then
@@ -65,6 +66,11 @@ _ON_BOUND = ("fail", "keep")
 _N_GRID = 24
 _MAX_ITER = 50
 _TOL = 1e-8
+#: The four-parameter refinement stops when every parameter moves by less than 1e-5 of its
+#: value (or the cost falls by less than 1e-5 of itself): far below the noise of any IVIM
+#: estimate (several percent), and 1.5x faster than 1e-8 at the same median errors (bench).
+_MAX_ITER_FULL = 30
+_TOL_FULL = 1e-5
 _ALGORITHMS = {
     "segmented": "segmented IVIM: D and intercept by log-linear weighted least squares "
     "(weights S^2) for b >= b_threshold, f from the intercept vs S at the lowest b, D* by "
@@ -375,7 +381,7 @@ class IVIMModel:
             run = np.flatnonzero(ok)
             dstar = np.full(f.shape, np.nan)
             converged = np.zeros(f.shape, dtype=bool)
-            if run.size:
+            if run.size and not full:
                 res = levenberg_marquardt(
                     dstar_residuals,
                     dstar_grid[pick[run]][:, None],
@@ -389,7 +395,8 @@ class IVIMModel:
                 converged[run] = res.converged
                 if not keep:
                     ok[run] &= ~res.at_bound
-            if full and run.size:
+            if full and run.size:  # start: segmented S0, f, D and the best D* of the grid
+                dstar[run] = dstar_grid[pick[run]]
                 p0 = np.stack([s0, f, d, dstar], axis=1)[run]
                 res = levenberg_marquardt(
                     full_residuals,
@@ -397,8 +404,8 @@ class IVIMModel:
                     lower=lo4,
                     upper=hi4,
                     voxel_args=(y[run],),
-                    max_iter=_MAX_ITER * 2,
-                    tol=_TOL,
+                    max_iter=_MAX_ITER_FULL,
+                    tol=_TOL_FULL,
                 )
                 s0[run], f[run], d[run], dstar[run] = res.params.T
                 converged[run] = res.converged
@@ -429,8 +436,8 @@ class IVIMModel:
                 "bounds": {k: list(v) for k, v in self._bounds.items()},
                 "bounds_S0_relative_to": "mean signal at the lowest b-value",
                 "dstar_grid_points": _N_GRID,
-                "max_iter": _MAX_ITER * (2 if full else 1),
-                "tol": _TOL,
+                "max_iter": _MAX_ITER_FULL if full else _MAX_ITER,
+                "tol": _TOL_FULL if full else _TOL,
             },
             n_unconverged=n_unconv,
         )
