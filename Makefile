@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 CORES  ?= 2
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install install-test demo test test-fast lint bench bench-dce-memory sample clean
+.PHONY: install install-test demo report test test-fast lint bench bench-dce-memory bench-scale sample clean
 
 # A virtual environment with qmri installed in editable mode. uv installs the stack in seconds
 # (pip takes ~10x longer); it is itself installed from PyPI into the venv.
@@ -34,6 +34,11 @@ demo: install
 	@ls -1 results/qmri/sub-*/sub-*_roistats.csv results/qmri/sub-*/sub-*_response.csv
 	@echo "Cohort tables: results/qmri/cohort/roistats.csv results/qmri/cohort/response.csv"
 
+## report: the Snakemake report of the sample run (results/qmri/report.html), after make demo
+report: install
+	$(BIN)/snakemake --report report.html
+	@echo "Report: results/qmri/report.html"
+
 ## test: install the test dependencies and run the whole test suite
 test: install-test
 	$(BIN)/pytest
@@ -58,6 +63,11 @@ bench: install-test
 ## bench-dce-memory: extended Tofts on a 256 x 256 x 32 x 80 volume (about a minute, < 2 GB)
 bench-dce-memory: install-test
 	$(BIN)/python benchmarks/bench_dce.py --full-volume
+
+## bench-scale: the workflow on phantom cohorts of 1, 4 and 16 subjects (two timepoints) with
+## --cores 2: jobs and wall time per subject, and the 16/4 slope (target <= 1.2); ~30 minutes
+bench-scale: install-test
+	$(BIN)/python benchmarks/bench_scale.py --cores $(CORES)
 
 ## sample: regenerate data_sample/ from the phantom (deterministic, seed 0)
 sample: install

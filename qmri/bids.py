@@ -220,6 +220,32 @@ def multi_echo_parameters(paths: Sequence[Path]) -> dict[str, Any]:
     return {"EchoTime": tes}
 
 
+def inversion_parameters(paths: Sequence[Path]) -> dict[str, Any]:
+    """Inversion times (s) of an inversion-recovery collection, checked, from its sidecars.
+
+    ``RepetitionTime`` (s) is returned too when every sidecar gives the same value (the
+    inversion-recovery model uses it for the inversion efficiency), else ``None``.
+    """
+    tis, trs = [], []
+    for path in paths:
+        meta_path = sidecar_path(path)
+        meta = read_json(meta_path)
+        ti = _require(meta, "InversionTime", meta_path)
+        tis.append(_positive_number(ti, "InversionTime", meta_path))
+        if meta.get("RepetitionTime") is not None:
+            trs.append(_positive_number(meta["RepetitionTime"], "RepetitionTime", meta_path))
+    if len(tis) < 4:
+        raise QMRIInputError(
+            f"inversion-recovery T1 needs at least 4 inversion times, found {len(tis)}", paths[0]
+        )
+    if np.any(np.diff(tis) <= 0):
+        raise QMRIInputError(
+            f"InversionTime must increase with the inv index, got {tis} s", sidecar_path(paths[0])
+        )
+    same_tr = len(trs) == len(tis) and np.allclose(trs, trs[0], rtol=1e-6)
+    return {"InversionTime": tis, "RepetitionTime": trs[0] if same_tr else None}
+
+
 def dwi_parameters(
     path: Path, *, bval: Path | None = None, bvec: Path | None = None
 ) -> dict[str, Any]:
@@ -253,6 +279,14 @@ def load_multi_echo(paths: Sequence[Path]) -> Series:
     return Series(data, affine, tuple(paths), params)
 
 
+def load_inversion_recovery(paths: Sequence[Path]) -> Series:
+    """Load an inversion-recovery collection (``inv-<i>_IRT1``) with ``InversionTime`` (s)."""
+    params = inversion_parameters(paths)
+    _check_grid(paths)
+    data, affine = _stack_3d(paths)
+    return Series(data, affine, tuple(paths), params)
+
+
 def check_session(files: SessionFiles) -> None:
     """Check every series of a session from sidecars and headers only (no voxel data read).
 
@@ -267,6 +301,9 @@ def check_session(files: SessionFiles) -> None:
         if echoes:
             multi_echo_parameters(echoes)
             _check_grid(echoes)
+    if files.irt1:
+        inversion_parameters(files.irt1)
+        _check_grid(files.irt1)
     if files.b1map is not None:
         load_nifti(files.b1map, ndim=3)
     if files.dwi is not None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -187,8 +189,11 @@ def _fit_dce(args: argparse.Namespace, data_path: Path, img, data, mask) -> None
         sources.append(args.t1)
     if args.b1 is not None:
         kwargs["b1"], _ = pipeline.load_b1_on_grid(args.b1, img.shape[:3], img.affine)
+    if args.aif_mask is not None:  # a measured AIF: the mean blood curve over the mask
+        kwargs["aif_mask"] = _load_mask(Path(args.aif_mask), img.shape[:3])
+        args.aif = "measured"
     written = pipeline.fit_dce(
-        data, img.affine, times, Path(args.out), model=args.model,
+        data, img.affine, times, Path(args.out), model=args.model, method=args.method,
         concentration=args.concentration, aif=args.aif, hematocrit=args.hematocrit,
         bolus_arrival_s=args.bolus_arrival, fit_delay=args.fit_delay, mask=mask,
         sources=sources, bids_suffixes=False, **kwargs,
@@ -211,6 +216,7 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
         sessions=tuple(args.sessions.split(",")),
         seed=args.seed,
         small=args.small,
+        extra_series=tuple(v for v in args.extra_series.split(",") if v),
     )
     print(out)
 
@@ -246,18 +252,23 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
     from qmri import pipeline
 
     step = args.step
-    if step in ("fit-vfa", "fit-t2", "fit-adc"):  # fit, then register the series
+    if step in ("fit-vfa", "fit-t1-ir", "fit-t2", "fit-t2star", "fit-adc"):  # fit, register
         moco = (args.moco_xfm, args.moco_trace) if args.moco_xfm else None
         if step == "fit-vfa":
             kind, series = "VFA", [Path(x) for x in args.vfa]
             pipeline.fit_vfa(
                 series, Path(args.out), b1_path=args.b1, method=args.method, moco=moco
             )
-        elif step == "fit-t2":
-            kind, series = "MESE", [Path(x) for x in args.echoes]
+        elif step == "fit-t1-ir":
+            kind, series = "IRT1", [Path(x) for x in args.inversions]
+            pipeline.fit_inversion_recovery(series, Path(args.out), moco=moco)
+        elif step in ("fit-t2", "fit-t2star"):
+            kind, series = {"fit-t2": "MESE", "fit-t2star": "MEGRE"}[step], args.echoes
             pipeline.fit_multi_echo(
-                series, Path(args.out), drop_first_echo=args.drop_first_echo, moco=moco
-            )
+                [Path(x) for x in series], Path(args.out), moco=moco,
+                quantity="T2" if kind == "MESE" else "T2star",
+                drop_first_echo=args.drop_first_echo, noise_floor=args.noise_floor,
+            )  # fmt: skip
         else:
             kind, series = "dwi", [Path(args.dwi)]
             pipeline.fit_adc(
@@ -279,9 +290,18 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
         to_t1 = transform_to_matrix(read_transform(args.t1_xfm)) @ np.linalg.inv(
             transform_to_matrix(read_transform(args.xfm))
         )
+        aif_labels = None
+        if args.aif_labels is not None:  # a DCE-grid point -> reference -> baseline
+            if args.session_xfm is None:
+                raise QMRIInputError("--aif-labels needs --session-xfm (reference -> baseline)")
+            to_baseline = pipeline.series_to_baseline_matrix(
+                Path(args.xfm), Path(args.session_xfm)
+            )
+            aif_labels = (Path(args.aif_labels), to_baseline)
         pipeline.fit_dce_series(
             dce, Path(args.t1), Path(args.out), t1_to_dce_ras=to_t1, b1_path=args.b1,
             model=args.model, hematocrit=args.hematocrit, r1=args.r1, fit_delay=args.fit_delay,
+            method=args.method, aif_labels=aif_labels,
             moco=(args.moco_xfm, args.moco_trace) if args.moco_xfm else None,
         )  # fmt: skip
     elif step == "fit-ivim":
@@ -332,6 +352,41 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
         )  # fmt: skip
     elif step == "cohort-table":
         pipeline.cohort_tables([Path(x) for x in args.tables], Path(args.out))
+    elif step == "subject-dose":
+        from qmri import cohort
+
+        cohort.subject_dose(
+            args.subject, Path(args.dose), Path(args.rois), Path(args.participants),
+            Path(args.sessions_tsv), args.baseline_session,
+            [Path(x) for x in args.baseline_grid_dirs], Path(args.out_stats), Path(args.out_bins),
+            bin_edges_gy=args.bin_edges, eqd2_bin_edges_gy=args.eqd2_bin_edges,
+            alpha_beta_gy=_named_numbers(args.alpha_beta, "alpha/beta") or None,
+            hot_volume_cc=args.hot_volume_cc, binned_rois=args.binned_rois,
+        )  # fmt: skip
+    elif step == "cohort-figures":
+        from qmri import cohort
+
+        cohort.cohort_figures(
+            Path(args.roistats), Path(args.response), Path(args.out_dir),
+            trajectory_rois=args.trajectory_rois, waterfall_rois=args.waterfall_rois,
+            maps=args.maps, sessions=args.sessions, km_csv=args.km, km=args.km_outcomes,
+            flag_thresholds=_named_numbers(args.flag, "flag threshold") or None,
+        )  # fmt: skip
+    elif step == "qc-session":
+        from qmri.qc_figures import session_qc_figures
+
+        session_qc_figures(
+            args.subject, args.session, Path(args.out_dir), rois=Path(args.rois),
+            session_xfm=Path(args.session_xfm),
+            fits=[(f, Path(p), Path(x)) for f, p, x in args.fit or []],
+            motion=[Path(x) for x in args.motion], dwi=args.dwi, dwi_moco=args.dwi_moco,
+            dce=args.dce, dce_moco=args.dce_moco, b1=args.b1, roi_names=args.roi_names,
+            n_slices=args.slices,
+        )  # fmt: skip
+    elif step == "report-overview":
+        from qmri.qc_figures import report_overview
+
+        report_overview([Path(f) for f in args.figures], Path(args.out))
     elif step == "describe-output":
         pipeline.describe_output(Path(args.output_dir), args.bids_dir, args.config_sha256)
 
@@ -433,6 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
     dce.add_argument("--bolus-arrival", type=float, help="bolus arrival (s); default detected")
     dce.add_argument("--fit-delay", action="store_true", help="fit an arterial delay per voxel")
     dce.add_argument(
+        "--method", choices=["nlls", "linear"], default="nlls",
+        help="non-linear fit (default) or the closed-form Murase / Patlak estimate only",
+    )  # fmt: skip
+    dce.add_argument("--aif-mask", help="mask of arterial voxels: measure the AIF there")
+    dce.add_argument(
         "--concentration", action="store_true", help="DATA already holds tissue concentration (mM)"
     )
 
@@ -443,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--sessions", default="pre,fu1,fu2", help="comma-separated session labels")
     ph.add_argument("--seed", type=int, default=0)
     ph.add_argument("--small", action="store_true", help="coarse grid, for quick tests")
+    ph.add_argument(
+        "--extra-series", default="", help="optional series to add: IRT1 and/or MEGRE (comma)"
+    )
     ph.set_defaults(func=_cmd_phantom)
 
     # qmri pipeline <step>: what the workflow's rules run
@@ -454,10 +517,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--b1", type=Path, help="the session's TB1map")
     s.add_argument("--method", choices=["linear", "nlls"], default="nlls")
     fit_steps = [s]
-    s = steps.add_parser("fit-t2", help=fit_help)
-    s.add_argument("--echoes", nargs="+", required=True, help="echo-<i>_MESE images")
-    s.add_argument("--drop-first-echo", action="store_true")
+    s = steps.add_parser("fit-t1-ir", help=fit_help)
+    s.add_argument("--inversions", nargs="+", required=True, help="inv-<i>_IRT1 images")
     fit_steps.append(s)
+    for step, series in (("fit-t2", "MESE"), ("fit-t2star", "MEGRE")):
+        s = steps.add_parser(step, help=fit_help)
+        s.add_argument("--echoes", nargs="+", required=True, help=f"echo-<i>_{series} images")
+        s.add_argument("--drop-first-echo", action="store_true")
+        s.add_argument(
+            "--noise-floor", action="store_true", help="fit a constant noise floor as well"
+        )
+        fit_steps.append(s)
     s = steps.add_parser("fit-adc", help=fit_help)
     s.add_argument("--dwi", required=True)
     s.add_argument("--b-min", type=float, default=0.0, help="s/mm^2")
@@ -472,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hematocrit", type=float, default=0.42)
     s.add_argument("--r1", type=float, help="relaxivity (/mM/s); default from the agent table")
     s.add_argument("--fit-delay", action="store_true")
+    s.add_argument("--method", choices=["nlls", "linear"], default="nlls")
+    s.add_argument("--aif-labels", help="baseline dseg: measure the AIF in its aorta label")
+    s.add_argument("--session-xfm", help="the session's reference -> baseline xfm")
     fit_steps.append(s)
     for s in fit_steps:
         s.add_argument("--out", required=True, help="output prefix of the maps")
@@ -561,6 +634,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="response flag threshold, e.g. vp_fall 20",
     )
     s.add_argument("--min-events", type=int, default=5)
+    s = steps.add_parser("subject-dose", help="dose statistics and dose-binned qMRI change")
+    s.add_argument("--subject", required=True)
+    s.add_argument("--dose", required=True, help="dose map (Gy) on the baseline grid")
+    s.add_argument("--rois", required=True, help="derived ROIs on the baseline grid (4D)")
+    s.add_argument("--participants", required=True, help="participants.tsv (dose_gy, fractions)")
+    s.add_argument("--sessions-tsv", required=True)
+    s.add_argument("--baseline-session", required=True)
+    s.add_argument(
+        "--baseline-grid-dirs", nargs="+", required=True,
+        help="every session's space-baseline folder (maps on the baseline grid)",
+    )  # fmt: skip
+    s.add_argument("--bin-edges", type=float, nargs="+", help="physical-dose bin edges (Gy)")
+    s.add_argument("--eqd2-bin-edges", type=float, nargs="+", help="EQD2 bin edges (Gy)")
+    s.add_argument(
+        "--alpha-beta", nargs=2, action="append", metavar=("ROI_PREFIX", "GY"),
+        help="alpha/beta (Gy) by ROI-name prefix; 'default' for the others",
+    )  # fmt: skip
+    s.add_argument("--hot-volume-cc", type=float, default=0.03, help="volume of D<V>cc (cm^3)")
+    s.add_argument("--binned-rois", nargs="+", default=["cord", "marrow"])
+    s.add_argument("--out-stats", required=True)
+    s.add_argument("--out-bins", required=True)
+    s = steps.add_parser("cohort-figures", help="trajectory, waterfall and Kaplan-Meier figures")
+    s.add_argument("--roistats", required=True)
+    s.add_argument("--response", required=True)
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--trajectory-rois", nargs="*", default=["tumor"])
+    s.add_argument("--waterfall-rois", nargs="*", default=["tumor"])
+    s.add_argument("--maps", nargs="*", default=[], help="maps of the waterfall plots")
+    s.add_argument("--sessions", nargs="*", default=[], help="follow-ups of the waterfall plots")
+    s.add_argument("--km", help="outcomes_km.csv")
+    s.add_argument("--km-outcomes", nargs="*", default=[], help="outcomes to draw")
+    s.add_argument(
+        "--flag", nargs=2, action="append", metavar=("RULE", "PERCENT"),
+        help="response flag threshold drawn on the waterfall plots, e.g. vp_fall 20",
+    )  # fmt: skip
     s = steps.add_parser("cohort-table")
     s.add_argument("--tables", nargs="+", required=True)
     s.add_argument("--out", required=True)
@@ -568,6 +676,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bids-dir", required=True, help="the raw dataset (DatasetLinks.raw)")
     s.add_argument("--config-sha256", required=True, help="hash of the validated config")
     s.add_argument("--output-dir", required=True)
+    s = steps.add_parser("qc-session", help="QC figures of one session (maps, curves, motion)")
+    s.add_argument("--subject", required=True)
+    s.add_argument("--session", required=True)
+    s.add_argument("--rois", required=True, help="derived ROIs on the baseline grid (4D)")
+    s.add_argument("--session-xfm", required=True, help="the session's ref -> baseline xfm")
+    s.add_argument(
+        "--fit", nargs=3, action="append", metavar=("FIT", "PREFIX", "SERIES_XFM"),
+        help="a fit's label, map prefix (PREFIX_*.nii.gz) and series -> reference xfm",
+    )  # fmt: skip
+    s.add_argument("--motion", nargs="*", default=[], help="*_motion.tsv traces")
+    s.add_argument("--dwi", type=Path, help="raw DWI series (.bval beside it)")
+    s.add_argument("--dwi-moco", type=Path, help="its motion-correction transforms")
+    s.add_argument("--dce", type=Path, help="raw DCE series (sidecar beside it)")
+    s.add_argument("--dce-moco", type=Path, help="its motion-correction transforms")
+    s.add_argument("--b1", type=Path, help="the session's TB1map (B1-corrected DCE)")
+    s.add_argument(
+        "--roi-names", nargs="+", default=["tumor", "vb_control", "cord_treated"],
+        help="ROIs drawn",
+    )  # fmt: skip
+    s.add_argument("--slices", type=int, default=3, help="slices per map in the montages")
+    s.add_argument("--out-dir", required=True, help="sub-<s>/qc")
+    s = steps.add_parser("report-overview", help="key figures inline, for the report's first page")
+    s.add_argument("--figures", nargs="+", required=True, help="PNG files")
+    s.add_argument("--out", required=True, help="HTML snippet")
     pl.set_defaults(func=_cmd_pipeline)
     return parser
 
@@ -580,12 +712,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    log = logging.getLogger("qmri")
+    command = " ".join(["qmri", *(sys.argv[1:] if argv is None else argv)])
+    log.info("qmri %s: %s", __version__, command)
+    log.info("parameters: %s", _parameters(args))
+    start = time.perf_counter()
     try:
         args.func(args)
     except QMRIInputError as exc:
         print(f"qmri: error: {exc}", file=sys.stderr)
+        log.info("failed after %.1f s, peak memory %.0f MiB", *_usage(start))
         return 2
+    log.info("done in %.1f s, peak memory %.0f MiB", *_usage(start))
     return 0
+
+
+def _parameters(args: argparse.Namespace) -> str:
+    """Every option of the command as ``name=value`` (the log's record of what was run)."""
+    skip = {"func", "verbose"}
+    return ", ".join(f"{k}={v}" for k, v in sorted(vars(args).items()) if k not in skip)
+
+
+def _usage(start: float) -> tuple[float, float]:
+    """Wall time since ``start`` (s) and the process's peak resident memory (MiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return time.perf_counter() - start, peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -164,6 +164,7 @@ from qmri.errors import QMRIInputError
 from qmri.io import atomic_output, save_nifti, sidecar_path, write_json
 
 __all__ = [
+    "EXTRA_SERIES",
     "FOLLOW_UP_CHANGES",
     "GEOMETRY",
     "HEMATOCRIT",
@@ -171,6 +172,7 @@ __all__ = [
     "PARKER_AIF",
     "PHANTOM_PROTOCOL",
     "R1_RELAXIVITY",
+    "R2_PRIME_PER_S",
     "SESSION_KINDS",
     "TISSUES",
     "TISSUE_INDEX",
@@ -184,8 +186,10 @@ __all__ = [
     "rotation_matrix",
     "session_kinds",
     "subject_layout",
+    "t2star_table",
     "tissue_parameters",
     "write_phantom_dataset",
+    "write_phantom_dose",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -375,6 +379,11 @@ class PhantomProtocol:
     vfa_te_s: float = 0.0023
     mese_echo_times_s: tuple[float, ...] = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08)
     mese_tr_s: float = 2.5
+    #: Optional series (``extra_series``): magnitude inversion recovery and multi-echo GRE.
+    irt1_inversion_times_s: tuple[float, ...] = (0.05, 0.15, 0.35, 0.7, 1.4, 3.0)
+    irt1_tr_s: float = 6.0
+    megre_echo_times_s: tuple[float, ...] = (0.003, 0.006, 0.009, 0.012, 0.015, 0.018)
+    megre_tr_s: float = 1.0
     dwi_bvalues: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 600.0, 800.0)
     dwi_directions: tuple[tuple[float, float, float], ...] = (
         (1.0, 0.0, 0.0),
@@ -401,6 +410,8 @@ class PhantomProtocol:
             "T2w": 0.005,
             "VFA": 0.0007,
             "MESE": 0.002,
+            "IRT1": 0.003,
+            "MEGRE": 0.002,
             "dwi": 0.004,
             "dce": 0.0006,
         }
@@ -836,6 +847,47 @@ def _spin_echo(table: np.ndarray, tr: float, te: np.ndarray) -> np.ndarray:
     return sat[:, None] * np.exp(-np.atleast_1d(te)[None, :] / _safe(col["T2"])[:, None])
 
 
+#: Reversible transverse relaxation R2' (1/s) per tissue, for the optional MEGRE series:
+#: T2* = 1 / (1/T2 + R2'). Trabecular bone makes marrow's T2* short (about 14 ms at 1.5 T),
+#: a lytic metastasis replaces trabeculae (about 32 ms).
+R2_PRIME_PER_S: dict[str, float] = {
+    "marrow": 60.0,
+    "marrow_treated": 60.0,
+    "tumor": 20.0,
+    "disc": 10.0,
+    "cord": 10.0,
+    "csf": 1.0,
+    "muscle": 15.0,
+    "fat": 30.0,
+    "blood": 20.0,
+}
+
+#: Series :func:`write_phantom_dataset` adds on request.
+EXTRA_SERIES = ("IRT1", "MEGRE")
+
+
+def t2star_table(table: np.ndarray) -> np.ndarray:
+    """True T2* (s) per tissue row of a parameter table (row 0, air, is 0)."""
+    t2 = table[:, PARAMETERS.index("T2")]
+    r2p = np.array([0.0] + [R2_PRIME_PER_S[t.name] for t in TISSUES])
+    with np.errstate(divide="ignore"):
+        return np.where(t2 > 0, 1.0 / (1.0 / _safe(t2) + r2p), 0.0)
+
+
+def _inversion_recovery(table: np.ndarray, tr: float, ti: np.ndarray) -> np.ndarray:
+    """Magnitude IR signal per tissue, ``|PD (1 - 2 e^{-TI/T1} + e^{-TR/T1})|``."""
+    col = {p: table[:, i] for i, p in enumerate(PARAMETERS)}
+    t1 = _safe(col["T1"])[:, None]
+    return np.abs(col["PD"][:, None] * (1 - 2 * np.exp(-ti[None, :] / t1) + np.exp(-tr / t1)))
+
+
+def _gradient_echo(table: np.ndarray, tr: float, te: np.ndarray) -> np.ndarray:
+    """Multi-echo GRE (90 deg, long TR) per tissue: ``PD (1 - e^{-TR/T1}) e^{-TE/T2*}``."""
+    col = {p: table[:, i] for i, p in enumerate(PARAMETERS)}
+    sat = col["PD"] * (1 - np.exp(-tr / _safe(col["T1"])))
+    return sat[:, None] * np.exp(-te[None, :] / _safe(t2star_table(table))[:, None])
+
+
 def _dwi_curves(table: np.ndarray, proto: PhantomProtocol) -> np.ndarray:
     """Per-tissue IVIM signal, shape ``(n_tissues + 1, n_volumes)``."""
     col = {p: table[:, i] for i, p in enumerate(PARAMETERS)}
@@ -1076,6 +1128,7 @@ def _write_session(
     kind: str,
     grids: tuple[_Grid, _Grid],
     seed: int,
+    extra_series: Sequence[str] = (),
 ) -> np.ndarray:
     """Write the raw series and the truth of one session; return its label map."""
     proto = PHANTOM_PROTOCOL
@@ -1196,6 +1249,50 @@ def _write_session(
             },
         )
 
+    # optional series: inversion recovery and multi-echo gradient echo (reference grid)
+    if "IRT1" in extra_series:
+        tis = np.array(proto.irt1_inversion_times_s)
+        ir = _inversion_recovery(table, proto.irt1_tr_s, tis)
+        for n, ti in enumerate(proto.irt1_inversion_times_s, start=1):
+            save_nifti(
+                noisy("IRT1", ir[:, n - 1][tissue], str(n)),
+                ref.affine,
+                sdir / "anat" / f"{stem}_inv-{n}_IRT1.nii.gz",
+                dtype=np.int16,
+                sidecar={
+                    **common,
+                    "InversionTime": ti,
+                    "RepetitionTime": proto.irt1_tr_s,
+                    "EchoTime": 0.012,
+                    "FlipAngle": 90,
+                    "ScanningSequence": ["IR", "SE"],
+                    "SequenceVariant": "NONE",
+                    "PulseSequenceType": "Inversion Recovery Spin Echo (magnitude)",
+                    "MRAcquisitionType": "2D",
+                    "SequenceName": "irse",
+                },
+            )
+    if "MEGRE" in extra_series:
+        gre = _gradient_echo(table, proto.megre_tr_s, np.array(proto.megre_echo_times_s))
+        for n, te in enumerate(proto.megre_echo_times_s, start=1):
+            save_nifti(
+                noisy("MEGRE", gre[:, n - 1][tissue], str(n)),
+                ref.affine,
+                sdir / "anat" / f"{stem}_echo-{n}_MEGRE.nii.gz",
+                dtype=np.int16,
+                sidecar={
+                    **common,
+                    "EchoTime": te,
+                    "RepetitionTime": proto.megre_tr_s,
+                    "FlipAngle": 90,
+                    "ScanningSequence": "GR",
+                    "SequenceVariant": "SP",
+                    "PulseSequenceType": "Multi-echo Gradient Echo",
+                    "MRAcquisitionType": "2D",
+                    "SequenceName": "megre",
+                },
+            )
+
     # DWI
     dwi = _dwi_curves(table, proto)[tissue_c]
     dwi_path = sdir / "dwi" / f"{stem}_dwi.nii.gz"
@@ -1255,6 +1352,15 @@ def _write_session(
     )
 
     _write_truth(root / "derivatives" / "truth", subj, ses, ref, tissue, labels, b1, table)
+    if "MEGRE" in extra_series:
+        save_nifti(
+            t2star_table(table)[tissue],
+            ref.affine,
+            root / "derivatives" / "truth" / f"sub-{subj.label}" / f"ses-{ses}" / "anat"
+            / f"{stem}_desc-truth_T2starmap.nii.gz",
+            dtype=np.float32,
+            sidecar={"Units": "s", "Description": "True T2* (0 in air)"},
+        )  # fmt: skip
     return labels
 
 
@@ -1432,6 +1538,7 @@ def write_phantom_dataset(
     sessions: Sequence[str] = ("pre", "fu1", "fu2"),
     seed: int = 0,
     small: bool = False,
+    extra_series: Sequence[str] = (),
 ) -> Path:
     """Write the spine phantom as a BIDS dataset with labels and ground truth.
 
@@ -1451,6 +1558,11 @@ def write_phantom_dataset(
     small : bool, default False
         Coarse grid (6 x 5 x 5 mm for every series, about 0.5 MB per subject and session) for
         fast tests, with the same anatomy, protocol, layout and files.
+    extra_series : sequence of {"IRT1", "MEGRE"}, default ()
+        Optional series added to every session on the reference grid: magnitude inversion
+        recovery (``inv-<i>_IRT1``, 6 inversion times, TR 6 s) and multi-echo gradient echo
+        (``echo-<i>_MEGRE``, 6 echoes 3-18 ms; truth ``desc-truth_T2starmap`` from
+        :data:`R2_PRIME_PER_S`). Without them the dataset is unchanged.
 
     Returns
     -------
@@ -1463,6 +1575,11 @@ def write_phantom_dataset(
         For invalid arguments.
     """
     _check_arguments(n_subjects, sessions, seed)
+    unknown = sorted(set(extra_series) - set(EXTRA_SERIES))
+    if unknown:
+        raise QMRIInputError(
+            f"unknown extra series {unknown}; the phantom can add {', '.join(EXTRA_SERIES)}"
+        )
     sessions = tuple(str(s) for s in sessions)
     root = Path(outdir)
     root.mkdir(parents=True, exist_ok=True)
@@ -1484,7 +1601,9 @@ def write_phantom_dataset(
             root / f"sub-{subj.label}" / f"sub-{subj.label}_sessions.tsv",
         )
         for j, ses in enumerate(sessions):
-            labels = _write_session(root, subj, i, j, ses, kinds[ses], grid_pair, int(seed))
+            labels = _write_session(
+                root, subj, i, j, ses, kinds[ses], grid_pair, int(seed), extra_series
+            )
             if j == 0:
                 path = (
                     root
@@ -1505,3 +1624,85 @@ def write_phantom_dataset(
         root / "derivatives" / "truth", subjects, grids, sessions, seed=int(seed), small=small
     )
     return root
+
+
+# ---------------------------------------------------------------------------------------------
+# Planned dose (optional input of the dose analysis)
+# ---------------------------------------------------------------------------------------------
+
+#: Distance (mm) over which the phantom's dose falls by a factor e outside the CTV.
+DOSE_FALLOFF_MM = 8.0
+
+
+def write_phantom_dose(
+    bids_dir: str | Path,
+    dose_dir: str | Path | None = None,
+    *,
+    falloff_mm: float = DOSE_FALLOFF_MM,
+) -> Path:
+    """Write a planned-dose map for every subject of a phantom dataset (the dose truth).
+
+    The dose is the prescription ``dose_gy`` of participants.tsv, uniform in the subject's CTV
+    (derived from the baseline labels as the data contract defines it), and falls off outside
+    as ``dose_gy * exp(-d / falloff_mm)`` with ``d`` the Euclidean distance (mm) to the nearest
+    CTV voxel centre; at the default 8 mm the cord of the treated level gets about half the
+    prescription, the vertebral bodies two levels away a few percent. Written on the baseline
+    reference grid (the labels' grid) as ``<dose_dir>/sub-<s>/sub-<s>_dose.nii.gz`` (float32,
+    Gy, JSON sidecar), the layout the workflow's ``dose_dir`` expects.
+
+    Parameters
+    ----------
+    bids_dir : str or Path
+        A dataset written by :func:`write_phantom_dataset` (or any dataset with the same
+        layout, ``treated_levels`` and ``dose_gy`` columns).
+    dose_dir : str or Path, optional
+        Where to write; default ``<bids_dir>/derivatives/dose``.
+    falloff_mm : float, default :data:`DOSE_FALLOFF_MM`
+        e-folding distance of the dose outside the CTV (mm).
+
+    Returns
+    -------
+    Path
+        The dose folder.
+    """
+    from scipy import ndimage
+
+    from qmri import labels as labels_mod
+    from qmri import rois as rois_mod
+    from qmri import tables
+
+    bids_dir = Path(bids_dir)
+    dose_dir = bids_dir / "derivatives" / "dose" if dose_dir is None else Path(dose_dir)
+    participants = tables.read_participants_tsv(bids_dir / "participants.tsv")
+    for _, row in participants.iterrows():
+        label = tables.subject_label(row["participant_id"])
+        days = tables.read_sessions_tsv(bids_dir / f"sub-{label}" / f"sub-{label}_sessions.tsv")
+        base = tables.baseline_session(days)
+        anat = bids_dir / "derivatives" / "labels" / f"sub-{label}" / f"ses-{base}" / "anat"
+        dseg = anat / f"sub-{label}_ses-{base}_dseg.nii.gz"
+        img = nib.load(dseg)
+        table = labels_mod.read_dseg_tsv(anat / f"sub-{label}_ses-{base}_dseg.tsv")
+        data = np.asarray(img.dataobj).astype(int)
+        ctv = rois_mod.derive_rois(data, table, list(row["treated_levels"]))["ctv"]
+        zooms = np.linalg.norm(img.affine[:3, :3], axis=0)
+        distance = ndimage.distance_transform_edt(~ctv, sampling=zooms)
+        prescription = float(row["dose_gy"])
+        fractions = row.get("fractions")
+        fractions = int(fractions) if fractions is not None and np.isfinite(fractions) else None
+        dose = prescription * np.exp(-distance / float(falloff_mm))
+        save_nifti(
+            dose,
+            img.affine,
+            dose_dir / f"sub-{label}" / f"sub-{label}_dose.nii.gz",
+            dtype=np.float32,
+            sidecar={
+                "Units": "Gy",
+                "Description": (
+                    f"Phantom planned dose: {prescription:g} Gy uniform in the CTV, "
+                    f"exp(-distance / {float(falloff_mm):g} mm) outside"
+                ),
+                "PrescriptionDose": prescription,
+                "Fractions": fractions,
+            },
+        )
+    return dose_dir

@@ -231,6 +231,7 @@ def fit_multi_echo(
     *,
     quantity: str = "T2",
     drop_first_echo: bool = False,
+    noise_floor: bool = False,
     mask_path: Path | None = None,
     moco: tuple[Path, Path] | None = None,
 ) -> list[Path]:
@@ -239,7 +240,10 @@ def fit_multi_echo(
 
     series = bids.load_multi_echo(paths)
     model = MonoExponentialModel(
-        series.parameters["EchoTime"], drop_first_echo=drop_first_echo, quantity=quantity
+        series.parameters["EchoTime"],
+        drop_first_echo=drop_first_echo,
+        quantity=quantity,
+        noise_floor=noise_floor,
     )
     kind = {"T2": "mese", "T2star": "megre"}.get(quantity, "mese")
     data = correct_motion(kind, series.data, series.affine, Path(paths[0]), moco)
@@ -251,6 +255,32 @@ def fit_multi_echo(
         sources=list(paths),
         acquisition={"EchoTime": series.parameters["EchoTime"]},
     )
+
+
+def fit_inversion_recovery(
+    paths: Sequence[Path],
+    prefix: Path,
+    *,
+    mask_path: Path | None = None,
+    moco: tuple[Path, Path] | None = None,
+) -> list[Path]:
+    """Fit T1 (s) from a magnitude inversion-recovery collection (``inv-<i>_IRT1``).
+
+    Barral's reduced-dimension NLS with polarity restoration
+    (:class:`qmri.models.InversionRecoveryModel`); ``RepetitionTime`` from the sidecars, when
+    given, is passed to the model. Motion-corrected with ``moco`` first.
+    """
+    from qmri.models import InversionRecoveryModel
+
+    series = bids.load_inversion_recovery(paths)
+    tis = series.parameters["InversionTime"]
+    model = InversionRecoveryModel(tis, tr_s=series.parameters.get("RepetitionTime"))
+    data = correct_motion("irt1", series.data, series.affine, Path(paths[0]), moco)
+    fit = model.fit(data, mask=_load_mask(mask_path, series))
+    acq = {"InversionTime": tis}
+    if series.parameters.get("RepetitionTime") is not None:
+        acq["RepetitionTime"] = series.parameters["RepetitionTime"]
+    return write_fit(fit, series.affine, prefix, sources=list(paths), acquisition=acq)
 
 
 def fit_adc(
@@ -328,28 +358,36 @@ def _load_mask(mask_path: Path | None, series: bids.Series) -> np.ndarray | None
 
 
 def series_reference(kind: str, paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """A robust 3D image of a series to register it by (data, affine).
+    """The 3D image a series is registered to the session reference by (data, affine).
 
-    VFA: mean over flip angles; MESE/MEGRE: first echo; DWI: mean of the b = 0 volumes; DCE:
-    mean of the pre-contrast frames (``BaselineFrames``).
+    The same image its volumes were motion-corrected to
+    (:func:`qmri.motion.series_reference_volume`): the fitted maps sit in that volume's
+    position, so the series -> session transform must be estimated from it. DCE: mean of the
+    pre-contrast frames (``BaselineFrames``); DWI: mean of the b = 0 volumes; VFA, MESE,
+    MEGRE, IRT1: the highest-SNR volume.
     """
+    from qmri import motion
+
+    options: dict[str, Any] = {}
     if kind == "VFA":
-        s = bids.load_vfa(paths)
-        return s.data.mean(axis=-1), s.affine
-    if kind in ("MESE", "MEGRE"):
-        s = bids.load_multi_echo(paths)
-        return s.data[..., 0], s.affine
-    if kind == "dce":
+        series = bids.load_vfa(paths)
+    elif kind in ("MESE", "MEGRE"):
+        series = bids.load_multi_echo(paths)
+    elif kind == "IRT1":
+        series = bids.load_inversion_recovery(paths)
+    elif kind == "dwi":
+        series = bids.load_dwi(paths[0])
+        options["bvals"] = series.parameters["bvals"]
+    elif kind == "dce":
         img = load_nifti(paths[0], ndim=4)
         meta = read_json(sidecar_path(paths[0]))
-        n = int(meta.get("BaselineFrames", 1))
-        return read_data(img)[..., : max(n, 1)].mean(axis=-1), img.affine
-    if kind == "dwi":
-        s = bids.load_dwi(paths[0])
-        b = np.asarray(s.parameters["bvals"])
-        low = b <= 50 if np.any(b <= 50) else b == b.min()
-        return s.data[..., low].mean(axis=-1), s.affine
-    raise QMRIInputError(f"unknown series kind '{kind}' (use VFA, MESE, MEGRE, dwi or dce)")
+        series = bids.Series(read_data(img), img.affine, tuple(paths))
+        options["baseline_frames"] = max(int(meta.get("BaselineFrames", 1)), 1)
+    else:
+        raise QMRIInputError(
+            f"unknown series kind '{kind}' (use VFA, MESE, MEGRE, IRT1, dwi or dce)"
+        )
+    return motion.series_reference_volume(series.data, kind, **options), series.affine
 
 
 def _registration_sidecar(
@@ -542,7 +580,14 @@ def derive_subject_rois(
     data = labels.check_labels(np.asarray(img.dataobj), table, dseg_path)
     derived = rois.derive_rois(data, table, _treated_levels(participants_path, subject))
     stack, names = rois.rois_to_4d(derived)
-    save_nifti(stack, img.affine, out_mask, dtype=np.uint8)
+    sidecar = {
+        "Description": "derived ROIs of the data contract, one binary mask per volume "
+        "(names in the .tsv beside this file), on the baseline reference grid",
+        "TreatedLevels": _treated_levels(participants_path, subject),
+        "Sources": [str(dseg_path), str(participants_path)],
+        **_provenance(),
+    }
+    save_nifti(stack, img.affine, out_mask, dtype=np.uint8, sidecar=sidecar)
     _write_roi_names(names, out_mask)
     return out_mask
 
@@ -836,11 +881,16 @@ def baseline_space(
         values, valid, unit = _on_baseline_grid(
             map_path, fitmask_path, series_xfm, session_xfm, base
         )
+        source_sidecar = read_json(sidecar_path(map_path))
         save_nifti(
             np.where(valid, values, np.nan), base.affine,
             out_dir / f"{stem}_space-baseline_{name}.nii.gz",
-            sidecar={"Units": unit, "Sources": [str(map_path)], "Resampling": "nearest neighbour",
-                     "Note": "for display and voxelwise change; ROI statistics use native grids"},
+            sidecar={
+                **source_sidecar, "Sources": [str(map_path), str(series_xfm), str(session_xfm)],
+                "Resampling": "nearest neighbour onto the baseline reference grid",
+                "Note": "for display and voxelwise change; ROI statistics use native grids",
+                **_provenance(),
+            },
         )  # fmt: skip
         if same_session or name not in baseline_by_name or name not in thresholds:
             continue
@@ -850,7 +900,15 @@ def baseline_space(
         )
         classes = prm.response_classes(b_values, values, valid & b_valid, thresholds[name])
         prm_path = out_dir / f"{stem}_space-baseline_desc-prm{name}_dseg.nii.gz"
-        save_nifti(classes, base.affine, prm_path, dtype=np.uint8)
+        prm_sidecar = {
+            "Description": f"parametric response map of {name}: voxelwise change from baseline "
+            "beyond the threshold (1 decreased, 2 stable, 3 increased; 0 not evaluated)",
+            "Threshold": thresholds[name],
+            "Units": unit,
+            "Sources": [str(b_map), str(map_path)],
+            **_provenance(),
+        }
+        save_nifti(classes, base.affine, prm_path, dtype=np.uint8, sidecar=prm_sidecar)
         with atomic_output(Path(str(prm_path).replace(".nii.gz", ".tsv"))) as tmp:
             tmp.write_text("index\tname\n1\tdecreased\n2\tstable\n3\tincreased\n")
         for row in prm.response_fractions(classes, rois):
@@ -900,6 +958,8 @@ def fit_dce(
     hematocrit: float = 0.42,
     bolus_arrival_s: float | None = None,
     fit_delay: bool = False,
+    method: str = "nlls",
+    aif_mask: np.ndarray | None = None,
     mask: np.ndarray | None = None,
     sources: Sequence[Path] = (),
     bids_suffixes: bool = True,
@@ -918,14 +978,18 @@ def fit_dce(
         flip angle in deg, TR in s, B1 ratio map, pre-contrast frames, relaxivity in /mM/s or
         the agent and field strength in T to look it up).
     aif : str
-        ``"parker"`` (population AIF shifted to the bolus arrival) or a TSV path
-        (``time`` s, ``cp`` mM).
+        ``"parker"`` (population AIF shifted to the bolus arrival), ``"measured"`` (the mean
+        blood curve over ``aif_mask``, e.g. the aorta) or a TSV path (``time`` s, ``cp`` mM).
     hematocrit : float
-        Blood to plasma conversion of the Parker AIF.
+        Blood to plasma conversion of the Parker or measured AIF.
     bolus_arrival_s : float, optional
         Bolus arrival (s); detected from the mean enhancement curve when omitted.
     fit_delay : bool
         Fit an arterial delay per voxel.
+    method : {"nlls", "linear"}
+        Levenberg-Marquardt fit, or the closed-form (Murase / Patlak) estimate only.
+    aif_mask : ndarray of bool, optional
+        Voxels of an artery on the data's grid, for ``aif="measured"``.
     """
     from qmri import dce
     from qmri.models import DCE_MODELS
@@ -965,10 +1029,18 @@ def fit_dce(
             )
             provenance["BolusArrivalDetected"] = True
         arterial = dce.parker_aif(times, delay_s=bolus_arrival_s, hematocrit=hematocrit)
+    elif aif == "measured":
+        if aif_mask is None or not aif_mask.any():
+            raise QMRIInputError("a measured AIF needs arterial voxels (no 'aorta' label here)")
+        blood = dce.mean_curve(conc, aif_mask)
+        arterial = dce.aif_from_blood_curve(
+            times, blood, hematocrit=hematocrit,
+            source=f"mean blood concentration over {int(aif_mask.sum())} aorta voxels",
+        )  # fmt: skip
     else:
         arterial = dce.read_aif_tsv(Path(aif), times)
     provenance["BolusArrival_s"] = bolus_arrival_s
-    kinetic = DCE_MODELS[model](times, arterial, fit_delay=fit_delay)
+    kinetic = DCE_MODELS[model](times, arterial, fit_delay=fit_delay, method=method)
     fit = kinetic.fit(conc, mask=mask, provenance=provenance)
     written = write_fit(
         fit, affine, prefix, sources=list(sources), acquisition={"FrameTimes": times.tolist()},
@@ -979,7 +1051,11 @@ def fit_dce(
         conc, times, arrival, signal=None if concentration else data,
         baseline_frames=baseline_frames, mask=mask,
     )  # fmt: skip
-    semi = dataclasses.replace(semi, maps={k: v for k, v in semi.maps.items() if k != "fitmask"})
+    semi = dataclasses.replace(  # the kinetic fit's fitmask stands; conversion options recorded
+        semi,
+        maps={k: v for k, v in semi.maps.items() if k != "fitmask"},
+        options={**provenance, **semi.options},
+    )
     written += write_fit(
         semi, affine, prefix, sources=list(sources), acquisition={"FrameTimes": times.tolist()},
         bids_suffixes=bids_suffixes,
@@ -998,11 +1074,17 @@ def fit_dce_series(
     hematocrit: float = 0.42,
     r1: float | None = None,
     fit_delay: bool = False,
+    method: str = "nlls",
+    aif_labels: tuple[Path, np.ndarray] | None = None,
     moco: tuple[Path, Path] | None = None,
 ) -> list[Path]:
     """Workflow step: a session's DCE series with its T1 map (from VFA) on another grid.
 
     ``moco``: motion-correct the frames first (to the pre-contrast mean; :func:`correct_motion`).
+    ``aif_labels``: ``(dseg, dce_to_baseline_ras)``, the baseline label map and the matrix
+    taking a DCE-grid point to the baseline frame: the AIF is then measured in its ``aorta``
+    label(s), eroded by one voxel where that leaves at least 4 voxels (partial volume at the
+    vessel wall lowers the peak), instead of the Parker population curve.
 
     The T1 map is brought onto the DCE grid through ``t1_to_dce_ras`` (a DCE-grid point to the
     matching T1-grid point; identity when omitted) by trilinear interpolation: T1 enters the
@@ -1029,14 +1111,48 @@ def fit_dce_series(
     b1 = None
     if b1_path is not None:
         b1, _ = load_b1_on_grid(b1_path, img.shape[:3], img.affine)
+    aif_mask = None
+    if aif_labels is not None:
+        aif_mask = artery_mask(aif_labels[0], img.shape[:3], img.affine, aif_labels[1])
     return fit_dce(
-        data, img.affine, times, prefix, model=model, t1_s=t1,
+        data, img.affine, times, prefix, model=model, t1_s=t1, method=method,
+        aif="parker" if aif_mask is None else "measured", aif_mask=aif_mask,
         flip_angle_deg=float(meta["FlipAngle"]), tr_s=float(meta["RepetitionTimeExcitation"]),
         b1=b1, baseline_frames=int(meta["BaselineFrames"]), r1=r1,
         agent=meta.get("ContrastAgent"), field_strength_t=meta.get("MagneticFieldStrength"),
         hematocrit=hematocrit, fit_delay=fit_delay, mask=np.isfinite(t1),
-        sources=[dce_path, t1_path] + ([b1_path] if b1_path else []),
+        sources=[dce_path, t1_path] + ([b1_path] if b1_path else [])
+        + ([aif_labels[0]] if aif_labels else []),
     )  # fmt: skip
+
+
+def artery_mask(
+    dseg: Path, shape: tuple[int, int, int], affine: np.ndarray, grid_to_dseg_ras: np.ndarray
+) -> np.ndarray:
+    """The ``aorta`` label(s) of a label map on another grid, eroded by one voxel if possible.
+
+    Nearest-neighbour lookup through ``grid_to_dseg_ras`` (a grid point to the label map's
+    frame). The one-voxel erosion keeps the AIF away from the vessel wall, where partial volume
+    with the surrounding tissue lowers and delays the peak; it is skipped when fewer than 4
+    voxels would remain. A label map without an ``aorta`` label is an error naming the file.
+    """
+    from scipy.ndimage import binary_erosion
+
+    from qmri.labels import read_dseg_tsv
+    from qmri.registration import pull_back_labels
+
+    table = read_dseg_tsv(Path(str(dseg).replace(".nii.gz", ".tsv")))
+    ids = [i for i, label in table.items() if label.structure == "aorta"]
+    if not ids:
+        raise QMRIInputError("no 'aorta' label for a measured AIF", dseg)
+    img = load_nifti(dseg, ndim=3)
+    labels = np.asarray(img.dataobj, dtype=np.int32)
+    native = pull_back_labels(labels, img.affine, shape, affine, grid_to_dseg_ras)
+    mask = np.isin(native, ids)
+    if not mask.any():
+        raise QMRIInputError("the 'aorta' label is outside the DCE field of view", dseg)
+    eroded = binary_erosion(mask)
+    return eroded if eroded.sum() >= 4 else mask
 
 
 # --------------------------------------------------------------------------------------------

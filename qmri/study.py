@@ -30,11 +30,23 @@ FITS: dict[str, dict[str, Any]] = {
         "suffixes": ("T1map", "M0map", "R2", "fitmask"),
         "statistics": (("T1map", "T1"),),
     },
+    "irt1": {  # inversion recovery: T1 too, named T1IR in the tables (VFA's is T1)
+        "datatype": "anat",
+        "series": "IRT1",
+        "suffixes": ("T1map", "M0map", "R2", "fitmask"),
+        "statistics": (("T1map", "T1IR"),),
+    },
     "mese": {
         "datatype": "anat",
         "series": "MESE",
         "suffixes": ("T2map", "S0map", "R2", "fitmask"),
         "statistics": (("T2map", "T2"),),
+    },
+    "megre": {
+        "datatype": "anat",
+        "series": "MEGRE",
+        "suffixes": ("T2starmap", "S0map", "R2", "fitmask"),
+        "statistics": (("T2starmap", "T2star"),),
     },
     "adc": {
         "datatype": "dwi",
@@ -193,7 +205,9 @@ class Study:
         f = self.subjects[subject].sessions[session]
         have = {
             "vfa": bool(f.vfa),
+            "irt1": bool(f.irt1),
             "mese": bool(f.mese),
+            "megre": bool(f.megre),
             "adc": f.dwi is not None,
             "ivim": f.dwi is not None,
             "dce": f.dce is not None and bool(f.vfa),
@@ -201,9 +215,15 @@ class Study:
         return [fit for fit in FITS if have[fit] and fit in enabled]
 
     def series_files(self, subject: str, session: str, series: str) -> list[Path]:
-        """Raw files of a series kind (``VFA``, ``MESE``, ``dwi``) of a session."""
+        """Raw files of a series kind (``VFA``, ``IRT1``, ``MESE``, ``MEGRE``, ``dwi``)."""
         f = self.subjects[subject].sessions[session]
-        return {"VFA": list(f.vfa), "MESE": list(f.mese), "dwi": [f.dwi] if f.dwi else []}[series]
+        return {
+            "VFA": list(f.vfa),
+            "IRT1": list(f.irt1),
+            "MESE": list(f.mese),
+            "MEGRE": list(f.megre),
+            "dwi": [f.dwi] if f.dwi else [],
+        }[series]
 
     def session_pairs(self) -> list[tuple[str, str]]:
         """Every (subject, session) of the study."""

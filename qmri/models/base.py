@@ -19,6 +19,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from qmri.errors import QMRIInputError
 from qmri.fitting import DEFAULT_CHUNK_SIZE, chunked
+from qmri.progress import chunk_progress
 
 __all__ = [
     "KernelOutput",
@@ -180,6 +181,7 @@ def fit_voxelwise(
     mask: ArrayLike | None = None,
     voxel_inputs: Mapping[str, ArrayLike] | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    desc: str | None = None,
 ) -> tuple[dict[str, np.ndarray], int, int, int]:
     """Run ``kernel`` on the voxels in ``mask``, chunk by chunk, and scatter the results back.
 
@@ -203,6 +205,9 @@ def fit_voxelwise(
         dropped.
     chunk_size : int, default :data:`~qmri.fitting.DEFAULT_CHUNK_SIZE`
         Voxels per kernel call.
+    desc : str, optional
+        Name shown in the progress bar / log lines (:func:`qmri.progress.chunk_progress`);
+        default: the fitted parameters.
 
     Returns
     -------
@@ -210,6 +215,7 @@ def fit_voxelwise(
         Parameter maps and ``R2`` (float32, NaN where not fitted), ``fitmask`` (uint8).
     n_fitted, n_failed, n_unconverged : int
     """
+    desc = desc or "fit " + ", ".join(param_names)
     spatial = data.shape[:-1]
     n_obs = data.shape[-1]
     signal = data.reshape(-1, n_obs)
@@ -225,7 +231,9 @@ def fit_voxelwise(
     out = {name: np.full(n_total, np.nan, dtype=np.float32) for name in (*param_names, "R2")}
     fitmask = np.zeros(n_total, dtype=np.uint8)
     n_unconverged = 0
-    for part in chunked(voxels.size, chunk_size):
+    n_chunks = -(-voxels.size // chunk_size)
+    parts = chunked(voxels.size, chunk_size)
+    for part in chunk_progress(parts, n_chunks=n_chunks, n_voxels=voxels.size, desc=desc):
         ids = voxels[part]
         y = signal[ids].astype(np.float64)
         extra = {name: arr[ids].astype(np.float64) for name, arr in inputs.items()}

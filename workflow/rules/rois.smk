@@ -14,6 +14,11 @@ rule derive_rois:
         names="sub-{subject}/rois/sub-{subject}_space-baseline_desc-rois_mask.tsv",
     log:
         "logs/derive_rois/sub-{subject}.log",
+    # measured on data_sample (see README, Running on a cluster): peak RSS 157 MB, wall 8 s
+    threads: 1
+    resources:
+        mem_mb=400,
+        runtime=5,
     conda:
         "../envs/qmri.yaml"
     shell:
