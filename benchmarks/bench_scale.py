@@ -34,8 +34,6 @@ SNAKEMAKE = [
     "--snakefile",
     str(ROOT / "workflow" / "Snakefile"),
 ]
-#: Rules that run once per cohort, not per subject.
-COHORT_RULES = {"all", "cohort_table", "cohort_analyses", "describe_output"}
 SLOPE_TARGET = 1.2
 
 
@@ -45,16 +43,11 @@ def _env() -> dict[str, str]:
     return env
 
 
-def job_stats(dry_run_stdout: str) -> dict[str, int]:
-    """``{rule: count}`` from the "Job stats" table of ``snakemake --dry-run``."""
-    block = dry_run_stdout.split("Job stats:", 1)[1]
-    counts = {}
-    for line in block.splitlines()[3:]:
-        m = re.match(r"^(\w+)\s+(\d+)\s*$", line)
-        if not m:
-            break
-        counts[m.group(1)] = int(m.group(2))
-    return counts
+def job_counts(dry_run_stdout: str) -> tuple[int, int]:
+    """Jobs ``snakemake --dry-run`` plans: in total, and those of a subject (``subject`` wildcard)."""
+    total = int(re.search(r"^total\s+(\d+)\s*$", dry_run_stdout, flags=re.MULTILINE).group(1))
+    per_subject = len(re.findall(r"^\s*wildcards: .*\bsubject=", dry_run_stdout, re.MULTILINE))
+    return total, per_subject
 
 
 def run_cohort(n: int, work: Path, cores: int) -> dict[str, float | int]:
@@ -75,9 +68,7 @@ def run_cohort(n: int, work: Path, cores: int) -> dict[str, float | int]:
     dry = subprocess.run(
         [*cmd, "--dry-run"], cwd=ROOT, env=_env(), capture_output=True, text=True, check=True
     )
-    stats = job_stats(dry.stdout)
-    total = sum(stats.values())
-    per_subject = sum(c for rule, c in stats.items() if rule not in COHORT_RULES)
+    total, per_subject = job_counts(dry.stdout)
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0

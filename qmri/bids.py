@@ -176,6 +176,15 @@ def _check_grid(paths: Sequence[Path]) -> tuple[tuple[int, int, int], np.ndarray
     return first.shape[:3], first.affine
 
 
+def _positive_sidecar_value(path: Path, key: str, *, required: bool = True) -> float | None:
+    """A positive number from the sidecar of ``path`` (``None`` if absent and not required)."""
+    meta_path = sidecar_path(path)
+    meta = read_json(meta_path)
+    if meta.get(key) is None and not required:
+        return None
+    return _positive_number(_require(meta, key, meta_path), key, meta_path)
+
+
 def vfa_parameters(paths: Sequence[Path]) -> dict[str, Any]:
     """Flip angles (deg) and TR (s) of a VFA collection, checked, from its sidecars."""
     if len(paths) < 2:
@@ -208,11 +217,7 @@ def multi_echo_parameters(paths: Sequence[Path]) -> dict[str, Any]:
         raise QMRIInputError(
             f"a multi-echo fit needs at least 2 echoes, found {len(paths)}", paths[0]
         )
-    tes = []
-    for path in paths:
-        meta_path = sidecar_path(path)
-        meta = read_json(meta_path)
-        tes.append(_positive_number(_require(meta, "EchoTime", meta_path), "EchoTime", meta_path))
+    tes = [_positive_sidecar_value(path, "EchoTime") for path in paths]
     if np.any(np.diff(tes) <= 0):
         raise QMRIInputError(
             f"EchoTime must increase with the echo index, got {tes} s", sidecar_path(paths[0])
@@ -226,14 +231,9 @@ def inversion_parameters(paths: Sequence[Path]) -> dict[str, Any]:
     ``RepetitionTime`` (s) is returned too when every sidecar gives the same value (the
     inversion-recovery model uses it for the inversion efficiency), else ``None``.
     """
-    tis, trs = [], []
-    for path in paths:
-        meta_path = sidecar_path(path)
-        meta = read_json(meta_path)
-        ti = _require(meta, "InversionTime", meta_path)
-        tis.append(_positive_number(ti, "InversionTime", meta_path))
-        if meta.get("RepetitionTime") is not None:
-            trs.append(_positive_number(meta["RepetitionTime"], "RepetitionTime", meta_path))
+    tis = [_positive_sidecar_value(path, "InversionTime") for path in paths]
+    trs = [_positive_sidecar_value(path, "RepetitionTime", required=False) for path in paths]
+    trs = [tr for tr in trs if tr is not None]
     if len(tis) < 4:
         raise QMRIInputError(
             f"inversion-recovery T1 needs at least 4 inversion times, found {len(tis)}", paths[0]

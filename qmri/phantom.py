@@ -1228,70 +1228,66 @@ def _write_session(
         },
     )
 
+    def collection(
+        series: str,
+        entity: str,
+        key: str,
+        values: Sequence[float],
+        signals: np.ndarray,
+        sidecar: Mapping[str, Any],
+    ) -> None:
+        """One 3D file per echo / inversion time (``<entity>-<n>_<series>``), int16."""
+        for n, value in enumerate(values, start=1):
+            save_nifti(
+                noisy(series, signals[:, n - 1][tissue], str(n)),
+                ref.affine,
+                sdir / "anat" / f"{stem}_{entity}-{n}_{series}.nii.gz",
+                dtype=np.int16,
+                sidecar={**common, key: value, **sidecar},
+            )
+
     # MESE
-    mese = _spin_echo(table, proto.mese_tr_s, np.array(proto.mese_echo_times_s))
-    for n, te in enumerate(proto.mese_echo_times_s, start=1):
-        save_nifti(
-            noisy("MESE", mese[:, n - 1][tissue], str(n)),
-            ref.affine,
-            sdir / "anat" / f"{stem}_echo-{n}_MESE.nii.gz",
-            dtype=np.int16,
-            sidecar={
-                **common,
-                "EchoTime": te,
-                "RepetitionTime": proto.mese_tr_s,
-                "ScanningSequence": "SE",
-                "SequenceVariant": "NONE",
-                "PulseSequenceType": "Multi-echo Spin Echo",
-                "FlipAngle": 90,
-                "MRAcquisitionType": "2D",
-                "SequenceName": "mese",
-            },
-        )
+    mese_sidecar = {
+        "RepetitionTime": proto.mese_tr_s,
+        "ScanningSequence": "SE",
+        "SequenceVariant": "NONE",
+        "PulseSequenceType": "Multi-echo Spin Echo",
+        "FlipAngle": 90,
+        "MRAcquisitionType": "2D",
+        "SequenceName": "mese",
+    }
+    tes = proto.mese_echo_times_s
+    mese = _spin_echo(table, proto.mese_tr_s, np.array(tes))
+    collection("MESE", "echo", "EchoTime", tes, mese, mese_sidecar)
 
     # optional series: inversion recovery and multi-echo gradient echo (reference grid)
     if "IRT1" in extra_series:
-        tis = np.array(proto.irt1_inversion_times_s)
-        ir = _inversion_recovery(table, proto.irt1_tr_s, tis)
-        for n, ti in enumerate(proto.irt1_inversion_times_s, start=1):
-            save_nifti(
-                noisy("IRT1", ir[:, n - 1][tissue], str(n)),
-                ref.affine,
-                sdir / "anat" / f"{stem}_inv-{n}_IRT1.nii.gz",
-                dtype=np.int16,
-                sidecar={
-                    **common,
-                    "InversionTime": ti,
-                    "RepetitionTime": proto.irt1_tr_s,
-                    "EchoTime": 0.012,
-                    "FlipAngle": 90,
-                    "ScanningSequence": ["IR", "SE"],
-                    "SequenceVariant": "NONE",
-                    "PulseSequenceType": "Inversion Recovery Spin Echo (magnitude)",
-                    "MRAcquisitionType": "2D",
-                    "SequenceName": "irse",
-                },
-            )
+        ir_sidecar = {
+            "RepetitionTime": proto.irt1_tr_s,
+            "EchoTime": 0.012,
+            "FlipAngle": 90,
+            "ScanningSequence": ["IR", "SE"],
+            "SequenceVariant": "NONE",
+            "PulseSequenceType": "Inversion Recovery Spin Echo (magnitude)",
+            "MRAcquisitionType": "2D",
+            "SequenceName": "irse",
+        }
+        tis = proto.irt1_inversion_times_s
+        ir = _inversion_recovery(table, proto.irt1_tr_s, np.array(tis))
+        collection("IRT1", "inv", "InversionTime", tis, ir, ir_sidecar)
     if "MEGRE" in extra_series:
-        gre = _gradient_echo(table, proto.megre_tr_s, np.array(proto.megre_echo_times_s))
-        for n, te in enumerate(proto.megre_echo_times_s, start=1):
-            save_nifti(
-                noisy("MEGRE", gre[:, n - 1][tissue], str(n)),
-                ref.affine,
-                sdir / "anat" / f"{stem}_echo-{n}_MEGRE.nii.gz",
-                dtype=np.int16,
-                sidecar={
-                    **common,
-                    "EchoTime": te,
-                    "RepetitionTime": proto.megre_tr_s,
-                    "FlipAngle": 90,
-                    "ScanningSequence": "GR",
-                    "SequenceVariant": "SP",
-                    "PulseSequenceType": "Multi-echo Gradient Echo",
-                    "MRAcquisitionType": "2D",
-                    "SequenceName": "megre",
-                },
-            )
+        gre_sidecar = {
+            "RepetitionTime": proto.megre_tr_s,
+            "FlipAngle": 90,
+            "ScanningSequence": "GR",
+            "SequenceVariant": "SP",
+            "PulseSequenceType": "Multi-echo Gradient Echo",
+            "MRAcquisitionType": "2D",
+            "SequenceName": "megre",
+        }
+        tes = proto.megre_echo_times_s
+        gre = _gradient_echo(table, proto.megre_tr_s, np.array(tes))
+        collection("MEGRE", "echo", "EchoTime", tes, gre, gre_sidecar)
 
     # DWI
     dwi = _dwi_curves(table, proto)[tissue_c]

@@ -1087,11 +1087,13 @@ def fit_dce_series(
     vessel wall lowers the peak), instead of the Parker population curve.
 
     The T1 map is brought onto the DCE grid through ``t1_to_dce_ras`` (a DCE-grid point to the
-    matching T1-grid point; identity when omitted) by trilinear interpolation: T1 enters the
-    conversion of every frame, and voxels where it is unknown (NaN) fail rather than take a
-    wrong value.
+    matching T1-grid point; identity when omitted) by nearest neighbour: T1 enters the
+    conversion of every frame, and an interpolated T1 at a tissue border (tumour 1.2 s next to
+    treated marrow 0.5 s) belongs to no tissue and biases the concentration of every border
+    voxel (trilinear gave the phantom's tumour ve +14 % at follow-up, nearest neighbour +1 %).
+    Voxels where T1 is unknown (NaN) fail rather than take a wrong value.
     """
-    from qmri.registration import resample_linear
+    from qmri.registration import resample_nearest
 
     img = load_nifti(dce_path, ndim=4)
     data = read_data(img)
@@ -1105,8 +1107,8 @@ def fit_dce_series(
         "dce", data, img.affine, Path(dce_path), moco, baseline_frames=int(meta["BaselineFrames"])
     )
     t1_img = load_nifti(t1_path, ndim=3)
-    t1 = resample_linear(
-        read_data(t1_img), t1_img.affine, img.shape[:3], img.affine, t1_to_dce_ras
+    t1 = resample_nearest(
+        read_data(t1_img), t1_img.affine, img.shape[:3], img.affine, t1_to_dce_ras, fill=np.nan
     )
     b1 = None
     if b1_path is not None:

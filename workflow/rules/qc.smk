@@ -52,6 +52,11 @@ rule report_overview:
         figures=overview_figures,
     log:
         "logs/report_overview.log",
+    # not in the measured run (README, Running on a cluster): as cohort_analyses until measured
+    threads: 1
+    resources:
+        mem_mb=400,
+        runtime=5,
     conda:
         "../envs/qmri.yaml"
     shell:
