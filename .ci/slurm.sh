@@ -223,15 +223,22 @@ if [[ $n_jobs -eq 0 || $n_failed -ne 0 ]]; then
     exit 1
 fi
 
-t0=$SECONDS
-say "same workflow locally -> $OUT_LOCAL"
-if ! timeout -s KILL "$TIMEOUT_S" snakemake --cores 2 "${LOCAL_ARGS[@]}" \
-    >"$SCRATCH/log/snakemake-local.log" 2>&1; then
-    echo "slurm-ci: the local run failed; its log ends:" >&2
-    tail -n 60 "$SCRATCH/log/snakemake-local.log" >&2
-    exit 1
+# The local run: the one the end-to-end tests just made with the same config and inputs, when
+# .ci/run passes it (QMRI_LOCAL_OUTPUT), else a run of its own.
+if [[ -n ${QMRI_LOCAL_OUTPUT:-} && -s ${QMRI_LOCAL_OUTPUT}/cohort/roistats.csv ]]; then
+    OUT_LOCAL=$QMRI_LOCAL_OUTPUT
+    say "local run: the end-to-end tests' output $OUT_LOCAL"
+else
+    t0=$SECONDS
+    say "same workflow locally -> $OUT_LOCAL"
+    if ! timeout -s KILL "$TIMEOUT_S" snakemake --cores 2 "${LOCAL_ARGS[@]}" \
+        >"$SCRATCH/log/snakemake-local.log" 2>&1; then
+        echo "slurm-ci: the local run failed; its log ends:" >&2
+        tail -n 60 "$SCRATCH/log/snakemake-local.log" >&2
+        exit 1
+    fi
+    say "local run: $((SECONDS - t0)) s"
 fi
-say "local run: $((SECONDS - t0)) s"
 
 # Every table: session, subject and cohort CSVs.
 list_tables() { (cd "$1" && find sub-* cohort -name '*.csv' | LC_ALL=C sort); }

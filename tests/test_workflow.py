@@ -22,9 +22,9 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 #: ROI medians must be within this relative distance of the phantom's truth (issue #2).
 TOLERANCE = 0.05
 CHECKED = {"T1": "T1map", "T2": "T2map", "ADC": "ADC", "D": "D"}
-#: DCE maps live on a coarse grid (4.5 x 3.75 x 3.75 mm): the ~30-voxel tumour there is mostly
-#: edge, so its medians carry partial volume with the treated marrow after the follow-up motion.
-DCE_TOLERANCE = 0.15
+#: DCE maps live on a coarse grid (4.5 x 3.75 x 3.75 mm) and take T1 from the VFA grid (nearest
+#: neighbour): measured worst -4.7 % (sub-01 pre tumour vp); trilinear T1 gave up to +14 %.
+DCE_TOLERANCE = 0.06
 DCE_CHECKED = {"Ktrans": "Ktrans", "ve": "ve", "vp": "vp"}
 
 
@@ -53,8 +53,16 @@ SAMPLE = ROOT / "data_sample"
 
 @pytest.fixture(scope="module")
 def processed(tmp_path_factory):
-    """The committed sample (two subjects, pre/fu1/fu2) run through the whole workflow."""
-    out = tmp_path_factory.mktemp("wf") / "out"
+    """The committed sample (two subjects, pre/fu1/fu2) run through the whole workflow.
+
+    Tests only read this output (a test that reruns the workflow works on a copy). With
+    ``QMRI_E2E_OUTPUT`` set, the run goes there and stays after the tests: CI compares the
+    SLURM run's tables with it (``.ci/slurm.sh``) instead of running the sample locally again.
+    """
+    keep = os.environ.get("QMRI_E2E_OUTPUT")
+    out = Path(keep) if keep else tmp_path_factory.mktemp("wf") / "out"
+    if keep:
+        shutil.rmtree(out, ignore_errors=True)
     run_workflow(SAMPLE, out)
     return SAMPLE, out
 
@@ -437,7 +445,8 @@ def test_dose_analysis_on_the_sample(processed, tmp_path):
     """
     from qmri.phantom import write_phantom_dose
 
-    bids, out = processed
+    bids, analysed = processed
+    out = Path(shutil.copytree(analysed, tmp_path / "out"))  # the shared output stays as it is
     dose_dir = write_phantom_dose(bids, tmp_path / "dose")
     (tmp_path / "partial" / "sub-01").mkdir(parents=True)
     for f in (dose_dir / "sub-01").iterdir():
