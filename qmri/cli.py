@@ -720,8 +720,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except QMRIInputError as exc:
-        print(f"qmri: error: {exc}", file=sys.stderr)
         log.info("failed after %.1f s, peak memory %.0f MiB", *_usage(start))
+        print(f"qmri: error: {exc}", file=sys.stderr)  # the last line of the log: the cause
         return 2
     log.info("done in %.1f s, peak memory %.0f MiB", *_usage(start))
     return 0

@@ -440,6 +440,7 @@ def r_squared(
     predicted: ArrayLike | None = None,
     *,
     ss_res: ArrayLike | None = None,
+    ss_tot: ArrayLike | None = None,
 ) -> NDArray[np.float64]:
     r"""Coefficient of determination per voxel on the signal scale, clipped to [0, 1].
 
@@ -455,6 +456,8 @@ def r_squared(
         Model signal.
     ss_res : (n_vox,) array_like, optional
         Residual sum of squares, instead of ``predicted`` (e.g. ``2 * LMResult.cost``).
+    ss_tot : (n_vox,) array_like, optional
+        Total sum of squares about each voxel's mean, when already known (saves a pass).
 
     Returns
     -------
@@ -467,8 +470,10 @@ def r_squared(
         res = y - np.asarray(predicted, dtype=np.float64)
         ss_res = np.einsum("ij,ij->i", res, res)
     ss_res = np.asarray(ss_res, dtype=np.float64)
-    dev = y - (np.einsum("ij->i", y) / y.shape[1])[:, None]
-    ss_tot = np.einsum("ij,ij->i", dev, dev)
+    if ss_tot is None:
+        dev = y - (np.einsum("ij->i", y) / y.shape[1])[:, None]
+        ss_tot = np.einsum("ij,ij->i", dev, dev)
+    ss_tot = np.asarray(ss_tot, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         r2 = np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.where(ss_res == 0, 1.0, 0.0))
     return np.clip(r2, 0.0, 1.0)

@@ -447,3 +447,24 @@ def test_linear_method_is_murase_closed_form(aif, cls, names):
     assert np.nanmin(linear.maps["R2"]) > 0.99
     with pytest.raises(QMRIInputError, match="unknown DCE fit method 'lm'"):
         cls(T, aif, method="lm")
+
+
+@pytest.mark.parametrize("cls", [PatlakModel, ToftsModel, ExtendedToftsModel])
+def test_compiled_linear_fit_equals_the_numpy_least_squares(aif, cls):
+    """The single-pass compiled fit (shared AIF) solves exactly the NumPy path's problem."""
+    rng = np.random.default_rng(8)
+    truth = _truth(200, rng)
+    if cls is PatlakModel:
+        truth = {"Ktrans": truth["Ktrans"] / 5, "vp": truth["vp"]}
+    elif cls is ToftsModel:
+        truth = {"Ktrans": truth["Ktrans"], "ve": truth["ve"]}
+    model = cls(T, aif, method="linear")
+    y = model.predict(**truth) + rng.normal(0, 0.01, (200, T.size))
+    c_tm = aif.cp[:, None]
+    fine = model._fine
+    compiled, ssr, sst = model._linear_shared(y, c_tm, fine)
+    numpy_params, numpy_ssr = model._linear_from(y, c_tm, 0.0, fine)
+    np.testing.assert_allclose(compiled, numpy_params, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(ssr, numpy_ssr, rtol=1e-6, atol=1e-10)
+    dev = y - y.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(sst, np.einsum("ij,ij->i", dev, dev), rtol=1e-10)

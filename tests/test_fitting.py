@@ -188,3 +188,22 @@ def test_solve_small_falls_back_for_singular_and_flags_non_finite_rows():
     # singular: the pseudo-inverse's least-norm solution, as LAPACK's fallback gives
     np.testing.assert_allclose(x[1], np.linalg.pinv(np.ones((3, 3))) @ np.ones(3))
     assert np.isnan(x[2]).all()
+
+
+def test_model_fits_never_modify_their_input():
+    """Kernels get read-only views of the caller's array (no copy): inputs must not change."""
+    from qmri.models import ADCModel, IVIMModel, MonoExponentialModel, VFAModel
+
+    rng = np.random.default_rng(3)
+    b = np.array([0.0, 50, 100, 200, 400, 600, 800])
+    cases = [
+        (VFAModel([3.0, 6, 10, 15, 20], 0.01), rng.uniform(100, 1000, (6, 5, 5))),
+        (MonoExponentialModel([0.01, 0.02, 0.03, 0.04]), rng.uniform(100, 1000, (6, 5, 4))),
+        (ADCModel(b), rng.uniform(100, 1000, (6, 5, 7))),
+        (IVIMModel(b), rng.uniform(100, 1000, (6, 5, 7))),
+    ]
+    for model, data in cases:
+        before = data.copy()
+        data.flags.writeable = False  # a read-only input (e.g. a memory-mapped NIfTI) works too
+        model.fit(data)
+        np.testing.assert_array_equal(data, before)

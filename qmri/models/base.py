@@ -173,6 +173,13 @@ def _mask_flat(mask: ArrayLike | None, shape: tuple[int, ...]) -> NDArray[np.boo
     return (flat != 0) & ~np.isnan(flat) if np.issubdtype(arr.dtype, np.floating) else flat != 0
 
 
+def _read_only(arr: np.ndarray) -> np.ndarray:
+    """A read-only view: kernels may get the caller's own data, which must never change."""
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
 def fit_voxelwise(
     kernel: Kernel,
     data: np.ndarray,
@@ -235,8 +242,12 @@ def fit_voxelwise(
     parts = chunked(voxels.size, chunk_size)
     for part in chunk_progress(parts, n_chunks=n_chunks, n_voxels=voxels.size, desc=desc):
         ids = voxels[part]
-        y = signal[ids].astype(np.float64)
-        extra = {name: arr[ids].astype(np.float64) for name, arr in inputs.items()}
+        rows = part if inmask is None else ids  # every voxel: a slice (a view), not a gather
+        y = _read_only(signal[rows].astype(np.float64, copy=False))
+        extra = {
+            name: _read_only(arr[rows].astype(np.float64, copy=False))
+            for name, arr in inputs.items()
+        }
         good = np.isfinite(np.einsum("ij->i", y))  # NaN/inf anywhere (or overflow) -> False
         for arr in extra.values():
             good &= np.isfinite(arr)

@@ -459,6 +459,8 @@ class _KineticModel:
         self._tol = float(tol)
         self._allow_zero_ktrans = bool(allow_zero_ktrans) and self.kind == "patlak"
         self._method = method
+        #: (Cp, integral of Cp) at the frame times, for the compiled linear fit (lazily)
+        self._shared_regressors: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
 
     # ----------------------------------------------------------------------------- properties
     @property
@@ -623,6 +625,36 @@ class _KineticModel:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.stack([kt, kt / kep, vp], axis=1), ssr
 
+    def _linear_shared(
+        self, y: NDArray[np.float64], c_tm: NDArray[np.float64], fine: _FineAIF | None
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """:meth:`_linear_from` at zero delay for the model's own AIF, in one compiled pass.
+
+        Same regressors and the same least squares (:mod:`qmri.models._linear_kernels`);
+        returns the base parameters (n, n_base), the residual and the total sums of squares.
+        """
+        from qmri.models._linear_kernels import KINDS, linear_fit_shared_aif
+
+        if self._shared_regressors is None:  # the model's own AIF: once per model
+            c, integ_c = self._aif_regressors(c_tm, 0.0, fine)
+            self._shared_regressors = (np.ascontiguousarray(c), np.ascontiguousarray(integ_c))
+        c, integ_c = self._shared_regressors
+        beta, ssr, sst = linear_fit_shared_aif(
+            np.ascontiguousarray(y, dtype=np.float64), self._t / 60.0, c, integ_c,
+            KINDS[self.kind],
+        )  # fmt: skip
+        if self.kind == "patlak":
+            return beta[:, :2], ssr, sst  # (vp, Ktrans)
+        kep = beta[:, 1]
+        if self.kind == "tofts":
+            kt = beta[:, 0]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.stack([kt, kt / kep], axis=1), ssr, sst
+        vp = beta[:, 2]
+        kt = beta[:, 0] - kep * vp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.stack([kt, kt / kep, vp], axis=1), ssr, sst
+
     def _delay_grid_start(
         self, y: NDArray[np.float64], c_tm: NDArray[np.float64], fine: _FineAIF | None = None
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
@@ -678,8 +710,11 @@ class _KineticModel:
         names = self._fit_params
         lo = np.array([self._bounds[n][0] for n in names])
         hi = np.array([self._bounds[n][1] for n in names])
+        start_sst = None  # total sum of squares, when the compiled linear fit gives it
         if self._fit_delay:
             start, delay0, start_ssr = self._delay_grid_start(y, c_tm, fine)
+        elif np.shares_memory(c_tm, self._aif.cp):  # the model's AIF: compiled single pass
+            (start, start_ssr, start_sst), delay0 = self._linear_shared(y, c_tm, fine), None
         else:
             (start, start_ssr), delay0 = self._linear_from(y, c_tm, 0.0, fine), None
 
@@ -711,13 +746,14 @@ class _KineticModel:
                     resid -= params[neg, 0:1] * cc
                     start_ssr[neg] = np.einsum("ij,ij->i", resid, resid)
             ok = interior(params)
-            r2 = r_squared(y, ss_res=start_ssr)  # the linear regression is the model
+            r2 = r_squared(y, ss_res=start_ssr, ss_tot=start_sst)  # the regression is the model
             out = {"Ktrans": params[:, 1], "vp": params[:, 0]}
             return KernelOutput(out, r2, ok, None)
 
         if self._method == "linear":  # the closed-form estimate is the result
             params = start if delay0 is None else np.column_stack([start, delay0])
-            r2 = r_squared(y, ss_res=start_ssr)  # of the linear regression, concentration scale
+            # R2 of the linear regression, on the concentration scale
+            r2 = r_squared(y, ss_res=start_ssr, ss_tot=start_sst)
             return KernelOutput(self._output_maps(params), r2, interior(params), None)
 
         # start values: the linear estimate where physical, else OSIPI's start values

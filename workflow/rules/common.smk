@@ -433,7 +433,8 @@ def cohort_figure_files():
     for name in pngs:
         stem = f"cohort/{name.removesuffix('.png')}"
         kind = name.split("_")[0]  # trajectories, waterfall, km
-        png = report(f"{stem}.png", caption=f"../report/cohort_{kind}.rst", category="Cohort",
+        caption = Path(workflow.basedir) / "report" / f"cohort_{kind}.rst"
+        png = report(f"{stem}.png", caption=str(caption), category="Cohort",
                      subcategory=kind, labels={"figure": name.removesuffix(".png")})  # fmt: skip
         files += [png, f"{stem}.csv"]
     return files
