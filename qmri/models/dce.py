@@ -725,8 +725,15 @@ class _KineticModel:
             zero_ok[1] = True
 
         def interior(p: NDArray[np.float64]) -> NDArray[np.bool_]:
-            above = (p > lo) | ((p == lo) & zero_ok)
-            return np.isfinite(p).all(axis=1) & above.all(axis=1) & (p < hi).all(axis=1)
+            """Strictly inside the bounds (NaN compares False: not finite is not inside)."""
+            ok = np.ones(p.shape[0], dtype=bool)
+            for j in range(p.shape[1]):  # column by column: faster than reductions over axis 1
+                col = p[:, j]
+                above = col > lo[j]
+                if zero_ok[j]:
+                    above |= col == lo[j]
+                ok &= above & (col < hi[j])
+            return ok
 
         if self.kind == "patlak" and not self._fit_delay:
             params = start.copy()
