@@ -50,14 +50,14 @@ def job_counts(dry_run_stdout: str) -> tuple[int, int]:
     return total, per_subject
 
 
-def run_cohort(n: int, work: Path, cores: int) -> dict[str, float | int]:
+def run_cohort(n: int, work: Path, cores: int, small: bool = False) -> dict[str, float | int]:
     bids = work / f"bids-{n}"
     out = work / f"out-{n}"
     shutil.rmtree(out, ignore_errors=True)
     if not (bids / "participants.tsv").exists():
         subprocess.run(
             [sys.executable, "-m", "qmri.cli", "phantom", str(bids), "--subjects", str(n),
-             "--sessions", "pre,fu1", "--seed", "0"],
+             "--sessions", "pre,fu1", "--seed", "0", *(["--small"] if small else [])],
             check=True, env=_env(), capture_output=True, text=True,
         )  # fmt: skip
     config = [
@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--workdir", type=Path, help="keep phantoms and outputs here")
     parser.add_argument("--keep", action="store_true", help="do not remove the work directory")
+    parser.add_argument(
+        "--small", action="store_true",
+        help="the small phantom (6 x 5 x 5 mm): ~3x faster, scheduling overhead weighs more",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         for n in args.subjects:
-            row = run_cohort(n, work, args.cores)
+            row = run_cohort(n, work, args.cores, args.small)
             rows.append(row)
             print(
                 f"{n:>8} {row['jobs']:>6} {row['jobs_per_subject']:>13.1f} "

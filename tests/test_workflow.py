@@ -138,6 +138,10 @@ def test_tables_follow_the_contract(processed):
     _, out = processed
     roistats = pd.read_csv(out / "cohort" / "roistats.csv")
     response = pd.read_csv(out / "cohort" / "response.csv")
+    tables = sorted(out.glob("**/*.csv"))
+    assert len(tables) > 50
+    for table in tables:  # every table of the output loads with no options (issue #5)
+        assert len(pd.read_csv(table).columns) >= 2, table
     assert list(roistats.columns) == list(ROISTATS_COLUMNS)
     assert list(response.columns) == list(RESPONSE_COLUMNS)
     assert set(roistats["map"]) == {
