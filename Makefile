@@ -36,7 +36,7 @@ demo: install
 
 ## report: the Snakemake report of the sample run (results/qmri/report.html), after make demo
 report: install
-	$(BIN)/snakemake --report report.html
+	$(BIN)/snakemake --report results/qmri/report.html
 	@echo "Report: results/qmri/report.html"
 
 ## test: install the test dependencies and run the whole test suite

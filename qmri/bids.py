@@ -10,47 +10,98 @@ b-values, series files on different grids.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from qmri.errors import QMRIInputError
 from qmri.io import load_nifti, read_data, read_json, sidecar_path
 
-_ENTITY = re.compile(r"_(flip|echo|inv)-(\d+)_")
+
+@dataclass(frozen=True)
+class SeriesKind:
+    """A kind of acquisition the contract names: where its files are and what they must say.
+
+    Attributes
+    ----------
+    name : str
+        Its label in output names (``from-<name>_to-ref``, ``desc-moco<name>``): the BIDS
+        suffix of a collection (``VFA``, ``MESE``) or of a single series (``dwi``, ``dce``).
+    datatype : str
+        Raw datatype folder (``anat``, ``dwi``, ``perf``).
+    suffix : str
+        BIDS suffix of its files.
+    entity : str or None
+        Linking entity of a collection of 3D files (``flip``, ``echo``, ``inv``), ordered by
+        its index; None for one 4D file.
+    parameters : callable
+        ``parameters(paths) -> dict``: the acquisition parameters from the sidecars (and
+        ``.bval``), checked against the headers; raises :class:`QMRIInputError` naming the file.
+        Run when the workflow is planned (no voxel data is read) and when the series is loaded.
+    motion_reference : {"highest_snr", "low_b_mean", "baseline_mean"}
+        The volume every other is motion-corrected (and the series registered) to, see
+        :func:`qmri.motion.series_reference_volume`.
+    """
+
+    name: str
+    datatype: str
+    suffix: str
+    entity: str | None
+    parameters: Callable[[Sequence[Path]], dict[str, Any]]
+    motion_reference: str
+
+    def find(self, session_dir: Path, stem: str) -> tuple[Path, ...]:
+        """The series' files in a session folder (collections in index order)."""
+        folder = session_dir / self.datatype
+        if self.entity is None:
+            hits = sorted(folder.glob(f"{stem}_{self.suffix}.nii.gz"))
+            if len(hits) > 1:  # pragma: no cover (one exact name matches at most once)
+                raise QMRIInputError(f"{len(hits)} {self.suffix} files", folder)
+            return tuple(hits)
+        hits = folder.glob(f"{stem}_{self.entity}-*_{self.suffix}.nii.gz")
+        return tuple(sorted(hits, key=lambda p: _index_of(p, self.entity)))
+
+    def check(self, paths: Sequence[Path]) -> None:
+        """Check sidecars and headers of the series (no voxel data read)."""
+        self.parameters(paths)
+        if self.entity is not None:
+            _check_grid(paths)
+
+    def load(self, paths: Sequence[Path]) -> Series:
+        """Load the series with its parameters (4D data, measurements last)."""
+        params = self.parameters(paths)
+        if self.entity is None:
+            img = load_nifti(paths[0], ndim=4)
+            return Series(read_data(img), img.affine, tuple(paths), params)
+        _check_grid(paths)
+        data, affine = _stack_3d(paths)
+        return Series(data, affine, tuple(paths), params)
 
 
 @dataclass(frozen=True)
 class SessionFiles:
-    """The raw files of one session (paths; ``None`` or empty where absent)."""
+    """The raw files of one session: reference, B1 map and each series kind found."""
 
     subject: str
     session: str
     reference: Path | None = None
-    vfa: tuple[Path, ...] = ()
-    mese: tuple[Path, ...] = ()
-    megre: tuple[Path, ...] = ()
-    irt1: tuple[Path, ...] = ()
     b1map: Path | None = None
-    dwi: Path | None = None
-    dce: Path | None = None
+    series: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+
+    def files(self, kind: str) -> tuple[Path, ...]:
+        """Files of a series kind (``VFA``, ``dwi``, ...); empty when the session lacks it."""
+        return self.series.get(kind, ())
 
     @property
     def available(self) -> dict[str, bool]:
         """Which acquisitions the session has (for the tables' 'missing' report)."""
         return {
             "reference": self.reference is not None,
-            "VFA": bool(self.vfa),
-            "MESE": bool(self.mese),
-            "MEGRE": bool(self.megre),
-            "IRT1": bool(self.irt1),
             "TB1map": self.b1map is not None,
-            "dwi": self.dwi is not None,
-            "dce": self.dce is not None,
+            **{kind: bool(paths) for kind, paths in self.series.items()},
         }
 
 
@@ -77,9 +128,17 @@ def _index_of(path: Path, entity: str) -> int:
 
 
 def session_files(
-    bids_dir: str | Path, subject: str, session: str, *, reference_suffix: str = "T2w"
+    bids_dir: str | Path,
+    subject: str,
+    session: str,
+    kinds: Sequence[SeriesKind],
+    *,
+    reference_suffix: str,
 ) -> SessionFiles:
-    """Find the contract's files of one session (``subject``/``session`` without prefixes)."""
+    """Find the files of one session (``subject``/``session`` without prefixes).
+
+    ``kinds`` are the series kinds to look for (:data:`qmri.registry.SERIES_KINDS`).
+    """
     ses = Path(bids_dir) / f"sub-{subject}" / f"ses-{session}"
     stem = f"sub-{subject}_ses-{session}"
 
@@ -93,21 +152,13 @@ def session_files(
             )
         return hits[0] if hits else None
 
-    def many(datatype: str, entity: str, suffix: str) -> tuple[Path, ...]:
-        hits = list((ses / datatype).glob(f"{stem}_{entity}-*_{suffix}.nii.gz"))
-        return tuple(sorted(hits, key=lambda p: _index_of(p, entity)))
-
+    found = {kind.name: kind.find(ses, stem) for kind in kinds}
     return SessionFiles(
         subject=subject,
         session=session,
         reference=one(f"anat/{stem}_{reference_suffix}.nii.gz"),
-        vfa=many("anat", "flip", "VFA"),
-        mese=many("anat", "echo", "MESE"),
-        megre=many("anat", "echo", "MEGRE"),
-        irt1=many("anat", "inv", "IRT1"),
         b1map=one(f"fmap/{stem}_TB1map.nii.gz"),
-        dwi=one(f"dwi/{stem}_dwi.nii.gz"),
-        dce=one(f"perf/{stem}_dce.nii.gz"),
+        series=found,
     )
 
 
@@ -246,68 +297,84 @@ def inversion_parameters(paths: Sequence[Path]) -> dict[str, Any]:
     return {"InversionTime": tis, "RepetitionTime": trs[0] if same_tr else None}
 
 
-def dwi_parameters(
-    path: Path, *, bval: Path | None = None, bvec: Path | None = None
-) -> dict[str, Any]:
-    """b-values (s/mm^2) and, when present, b-vectors of a DWI series, checked against its header."""
+def dwi_parameters(paths: Sequence[Path]) -> dict[str, Any]:
+    """b-values (s/mm^2) and, when present, b-vectors of a DWI series, checked against its header.
+
+    The ``.bval`` (and ``.bvec``) files sit beside the image, as BIDS names them.
+    """
+    path = Path(paths[0])
     img = load_nifti(path, ndim=4)
-    bval = bval or _dwi_companion(path, ".bval")
+    bval = _dwi_companion(path, ".bval")
     bvals = read_bvals(bval)
     n = img.shape[3]
     if bvals.size != n:
         raise QMRIInputError(f"{n} volumes but {bvals.size} b-values in {bval.name}", path)
     params: dict[str, Any] = {"bvals": bvals.tolist()}
-    bvec = bvec or _dwi_companion(path, ".bvec")
+    bvec = _dwi_companion(path, ".bvec")
     if bvec.exists():
         params["bvecs"] = read_bvecs(bvec, n).tolist()
     return params
 
 
-def load_vfa(paths: Sequence[Path]) -> Series:
-    """Load a VFA collection (``flip-<i>_VFA``) with ``FlipAngle`` (deg) and TR (s)."""
-    params = vfa_parameters(paths)
-    _check_grid(paths)
-    data, affine = _stack_3d(paths)
-    return Series(data, affine, tuple(paths), params)
+def frame_times(meta: dict[str, Any], n_frames: int, path: Path) -> list[float]:
+    """Frame times (s) from a DCE sidecar: ``VolumeTiming``, else ``RepetitionTime`` steps."""
+    if "VolumeTiming" in meta:
+        try:
+            times = [float(t) for t in meta["VolumeTiming"]]
+        except (TypeError, ValueError):
+            raise QMRIInputError("'VolumeTiming' must be a list of numbers (s)", path) from None
+    elif "RepetitionTime" in meta:
+        step = _positive_number(meta["RepetitionTime"], "RepetitionTime", path)
+        times = [k * step for k in range(n_frames)]
+    else:
+        raise QMRIInputError(
+            "sidecar has neither VolumeTiming nor RepetitionTime (frame times)", path
+        )
+    if len(times) != n_frames:
+        raise QMRIInputError(f"{len(times)} frame times for {n_frames} frames", path)
+    return times
 
 
-def load_multi_echo(paths: Sequence[Path]) -> Series:
-    """Load a multi-echo collection (``echo-<i>_MESE`` / ``_MEGRE``) with ``EchoTime`` (s)."""
-    params = multi_echo_parameters(paths)
-    _check_grid(paths)
-    data, affine = _stack_3d(paths)
-    return Series(data, affine, tuple(paths), params)
+def dce_parameters(paths: Sequence[Path]) -> dict[str, Any]:
+    """Acquisition of a DCE series from its sidecar, checked against its header.
+
+    ``FlipAngle`` (deg) and ``RepetitionTimeExcitation`` (s) are required; frame times (s)
+    come from ``VolumeTiming`` or ``RepetitionTime``; ``BaselineFrames`` (pre-contrast frames),
+    ``ContrastAgent`` and ``MagneticFieldStrength`` (T) are passed on when given (None
+    otherwise: the baseline is then detected from the bolus arrival, and r1 must be configured
+    when the agent or field strength is unknown).
+    """
+    path = Path(paths[0])
+    img = load_nifti(path, ndim=4)
+    side = sidecar_path(path)
+    meta = read_json(side)
+    baseline = meta.get("BaselineFrames")
+    if baseline is not None and (isinstance(baseline, bool) or not isinstance(baseline, int)):
+        raise QMRIInputError(f"'BaselineFrames' must be an integer, got {baseline!r}", side)
+    return {
+        "FlipAngle": _positive_number(_require(meta, "FlipAngle", side), "FlipAngle", side),
+        "RepetitionTimeExcitation": _positive_number(
+            _require(meta, "RepetitionTimeExcitation", side), "RepetitionTimeExcitation", side
+        ),
+        "FrameTimes": frame_times(meta, img.shape[3], side),
+        "BaselineFrames": baseline,
+        "ContrastAgent": meta.get("ContrastAgent"),
+        "MagneticFieldStrength": meta.get("MagneticFieldStrength"),
+    }
 
 
-def load_inversion_recovery(paths: Sequence[Path]) -> Series:
-    """Load an inversion-recovery collection (``inv-<i>_IRT1``) with ``InversionTime`` (s)."""
-    params = inversion_parameters(paths)
-    _check_grid(paths)
-    data, affine = _stack_3d(paths)
-    return Series(data, affine, tuple(paths), params)
-
-
-def check_session(files: SessionFiles) -> None:
+def check_session(files: SessionFiles, kinds: Sequence[SeriesKind]) -> None:
     """Check every series of a session from sidecars and headers only (no voxel data read).
 
     Run when the workflow is planned, so a bad file stops the run before any job starts.
     """
     if files.reference is not None:
         load_nifti(files.reference, ndim=3)
-    if files.vfa:
-        vfa_parameters(files.vfa)
-        _check_grid(files.vfa)
-    for echoes in (files.mese, files.megre):
-        if echoes:
-            multi_echo_parameters(echoes)
-            _check_grid(echoes)
-    if files.irt1:
-        inversion_parameters(files.irt1)
-        _check_grid(files.irt1)
     if files.b1map is not None:
         load_nifti(files.b1map, ndim=3)
-    if files.dwi is not None:
-        dwi_parameters(files.dwi)
+    for kind in kinds:
+        if files.files(kind.name):
+            kind.check(files.files(kind.name))
 
 
 def read_bvals(path: Path) -> np.ndarray:
@@ -343,13 +410,6 @@ def _dwi_companion(path: Path, ext: str) -> Path:
     return path.with_name(path.name.replace(".nii.gz", ext).replace(".nii", ext))
 
 
-def load_dwi(path: Path, *, bval: Path | None = None, bvec: Path | None = None) -> Series:
-    """Load a DWI series with its ``.bval`` (s/mm^2) and ``.bvec`` (optional) files."""
-    params = dwi_parameters(path, bval=bval, bvec=bvec)
-    img = load_nifti(path, ndim=4)
-    return Series(read_data(img), img.affine, (path,), params)
-
-
 def b1_ratio(data: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
     """Convert a B1 map to the actual/nominal flip-angle ratio (1 = nominal).
 
@@ -366,8 +426,3 @@ def b1_ratio(data: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
     if 20 <= med <= 500:
         return data / 100.0, "percent"
     raise QMRIInputError(f"B1 map median {med:g} is neither a ratio (~1) nor percent (~100)", path)
-
-
-def load_reference(path: Path) -> nib.Nifti1Image:
-    """Load a session reference image (3D)."""
-    return load_nifti(path, ndim=3)

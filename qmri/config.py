@@ -19,10 +19,9 @@ import yaml
 
 from qmri.errors import QMRIInputError
 
-#: The schema shipped with the workflow.
-DEFAULT_SCHEMA = (
-    Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
-)
+#: The schema of the workflow's config, shipped with the package (``workflow/schemas/`` links
+#: to it): the one home of every default.
+DEFAULT_SCHEMA = Path(__file__).resolve().parent / "data" / "config.schema.yaml"
 
 
 def _fill_defaults(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
@@ -81,6 +80,38 @@ def validate_config(
                 "config key 'registration.smoothing_sigmas_mm'",
             )
     return cfg
+
+
+def schema_with_sections(
+    sections: Mapping[str, Mapping[str, Any]], schema: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The workflow schema extended by config sections of fits registered by plugins.
+
+    Parameters
+    ----------
+    sections : mapping of str to mapping
+        Section name to its JSON schema (an object schema with defaults).
+    schema : mapping, optional
+        The base schema; default :data:`DEFAULT_SCHEMA`.
+
+    Raises
+    ------
+    QMRIInputError
+        A section that the schema defines already.
+    """
+    out = copy.deepcopy(dict(schema if schema is not None else load_schema(DEFAULT_SCHEMA)))
+    for name, section in sections.items():
+        if name in out["properties"]:
+            raise QMRIInputError(
+                "a plugin redefines a config section of qmri", f"section '{name}'"
+            )
+        out["properties"][name] = copy.deepcopy(dict(section))
+    return out
+
+
+def schema_defaults(schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every default of the schema, as the config an empty config file validates to."""
+    return validate_config({}, schema if schema is not None else DEFAULT_SCHEMA)
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

@@ -37,9 +37,8 @@ from qmri.registration import nifti_to_sitk, register_rigid, transform_to_matrix
 
 #: Highest b-value (s/mm^2) counted as a b=0 volume for the DWI reference.
 B0_MAX_S_PER_MM2 = 50.0
-
-#: Series kinds known to :func:`series_reference_volume` (case-insensitive).
-SERIES_KINDS = ("dce", "dwi", "vfa", "mese", "megre", "irt1")
+#: How :func:`series_reference_volume` picks a reference (each series kind names one).
+REFERENCE_RULES = ("highest_snr", "low_b_mean", "baseline_mean")
 
 #: Histogram bins of the mutual information. On a synthetic DCE series whose tumour compartment
 #: enhances sixfold, 64 bins kept every frame within 0.26 mm and 0.33 deg of the truth; 32 bins
@@ -138,19 +137,19 @@ class MotionCorrection:
 
 def series_reference_volume(
     data4d: ArrayLike,
-    kind: str,
+    rule: str,
     *,
     bvals: ArrayLike | None = None,
     baseline_frames: int | Sequence[int] | None = None,
 ) -> np.ndarray:
     """Build the reference a series is motion-corrected to, from the series itself.
 
-    * ``dce``: mean of the pre-contrast frames (``baseline_frames``): the bolus changes the
-      contrast of later frames, the baseline frames share one contrast and their mean has the
-      best SNR of the series.
-    * ``dwi``: mean of the b=0 volumes (b <= :data:`B0_MAX_S_PER_MM2`); if the protocol has
-      none, the volumes of its lowest b-value. A single b=0 volume is returned as is.
-    * ``vfa``, ``mese``, ``megre``, ``irt1``: the volume with the highest SNR, taken as the
+    * ``baseline_mean`` (DCE): mean of the pre-contrast frames (``baseline_frames``): the bolus
+      changes the contrast of later frames, the baseline frames share one contrast and their
+      mean has the best SNR of the series.
+    * ``low_b_mean`` (DWI): mean of the b=0 volumes (b <= :data:`B0_MAX_S_PER_MM2`), else of
+      the lowest b-value's; a single such volume as is.
+    * ``highest_snr`` (VFA, MESE, MEGRE, IRT1): the volume with the highest SNR, taken as the
       highest mean signal inside the series' foreground (all volumes share the receiver, so
       noise is the same and signal ranks SNR): the brightest flip angle, the first echo, the
       longest inversion time. A single volume is preferred to the mean over volumes because
@@ -165,25 +164,23 @@ def series_reference_volume(
     ----------
     data4d : (X, Y, Z, n_vol) array_like
         The series.
-    kind : {"dce", "dwi", "vfa", "mese", "megre", "irt1"}
-        Series kind (case-insensitive).
+    rule : {"highest_snr", "low_b_mean", "baseline_mean"}
+        How the reference is chosen (:data:`REFERENCE_RULES`).
     bvals : (n_vol,) array_like, optional
-        b-values (s/mm^2); required for ``dwi``.
+        b-values (s/mm^2); required for ``low_b_mean``.
     baseline_frames : int or sequence of int, optional
-        Pre-contrast frames of a ``dce`` series: their number (the first frames) or their
-        indices; required for ``dce``.
+        Pre-contrast frames (their number or indices); required for ``baseline_mean``.
 
     Returns
     -------
     (X, Y, Z) ndarray of float64
-        The reference (a copy of one volume, bit for bit, when it is a single volume).
+        The reference (a bit-exact copy when it is one volume).
     """
     data = _as_series(data4d)
     n = data.shape[3]
-    key = kind.lower()
-    if key not in SERIES_KINDS:
-        raise QMRIInputError(f"unknown series kind '{kind}' (use {', '.join(SERIES_KINDS)})")
-    if key == "dce":
+    if rule not in REFERENCE_RULES:
+        raise QMRIInputError(f"unknown reference rule '{rule}' (use {', '.join(REFERENCE_RULES)})")
+    if rule == "baseline_mean":
         if baseline_frames is None:
             raise QMRIInputError("a DCE reference needs baseline_frames (pre-contrast frames)")
         if isinstance(baseline_frames, int | np.integer):
@@ -200,7 +197,7 @@ def series_reference_volume(
                     f"got {list(np.asarray(baseline_frames).tolist())}"
                 )
         return _mean_of(data, frames)
-    if key == "dwi":
+    if rule == "low_b_mean":
         if bvals is None:
             raise QMRIInputError("a DWI reference needs the b-values")
         b = np.asarray(bvals, dtype=np.float64).ravel()

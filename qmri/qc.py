@@ -1,7 +1,7 @@
 """Quality-control figures a person can look at (matplotlib, Agg backend).
 
 Each function takes arrays (and their affines) and writes one PNG atomically. They are called
-from the workflow's steps; :mod:`qmri.pipeline` decides what to draw.
+from the workflow's steps; :mod:`qmri.steps` decide what to draw.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ Conventions
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,11 @@ import SimpleITK as sitk
 
 from qmri.errors import QMRIInputError
 from qmri.io import atomic_output
+from qmri.provenance import software
 
 #: RAS <-> LPS flip (its own inverse).
+log = logging.getLogger("qmri")
+
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -390,3 +394,100 @@ def resample_linear(
         np.asarray(data, dtype=np.float64), flat, order=1, mode="constant", cval=np.nan
     )
     return values.reshape(target_shape)
+
+
+# --------------------------------------------------------------------------------------------
+# registration of files: one-line errors naming the file, the sidecar of every transform
+# --------------------------------------------------------------------------------------------
+
+#: Keyword options of :func:`register_rigid` that the config's ``registration`` section sets.
+CONFIG_OPTIONS = (
+    "bins", "iterations", "shrink_factors", "smoothing_sigmas_mm", "sampling_fraction",
+    "learning_rate",
+)  # fmt: skip
+
+
+def rigid_options(config_section: dict) -> dict:
+    """:func:`register_rigid` keyword options from the config's ``registration`` section."""
+    return {
+        key: tuple(config_section[key])
+        if isinstance(config_section[key], list)
+        else config_section[key]
+        for key in CONFIG_OPTIONS
+    }
+
+
+def register_file(
+    fixed_path: str | Path,
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    moving_path: str | Path,
+    options: dict,
+) -> RegistrationResult:
+    """:func:`register_rigid` from identity; a failure names the moving file and its target."""
+    try:
+        return register_rigid(fixed, moving, initialize="identity", **options)
+    except RegistrationError as exc:
+        raise QMRIInputError(
+            f"{exc.problem} (registering to {Path(fixed_path).name})", moving_path
+        ) from None
+
+
+def transform_sidecar(
+    result: RegistrationResult,
+    fixed: str | Path,
+    moving: list,
+    options: dict,
+    max_metric: float | None,
+) -> dict:
+    """The JSON sidecar of a registration's transform: metric, its bound and whether it is
+    flagged (final metric above ``max_metric``, i.e. a worse match), options, software."""
+    flagged = max_metric is not None and result.metric > max_metric
+    if flagged:
+        log.warning(
+            "registration of %s to %s flagged: final metric %.3f is worse than the bound %.3f",
+            Path(moving[0]).name, Path(fixed).name, result.metric, max_metric,
+        )  # fmt: skip
+    return {
+        "Type": "rigid (Euler3D)",
+        "Convention": "ITK: maps points of the fixed image to points of the moving image",
+        "FixedImage": str(fixed),
+        "MovingImages": [str(p) for p in moving],
+        "Metric": result.metric_name,
+        "FinalMetricValue": result.metric,
+        "MetricBound": max_metric,
+        "Flagged": bool(flagged),
+        "Iterations": result.iterations,
+        "StopCondition": result.stop_condition,
+        "Options": {k: v for k, v in dict(options).items() if k != "fixed_mask"},
+        **software(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# the chain of transforms: series grid -> session reference -> baseline reference
+# --------------------------------------------------------------------------------------------
+
+
+def series_to_baseline_matrix(
+    series_xfm: str | Path | None, session_xfm: str | Path
+) -> np.ndarray:
+    """RAS matrix taking a point of a series grid to the baseline reference's world frame.
+
+    ``series_xfm`` (``from-<series>_to-ref``) maps reference points to series points and
+    ``session_xfm`` (``from-ref_to-baseline``) maps baseline points to reference points; the
+    composition is inverted once, as a matrix, so nothing is resampled twice. Without
+    ``series_xfm`` the grid is the session reference's.
+    """
+    m = transform_to_matrix(read_transform(session_xfm))
+    if series_xfm is not None:
+        m = transform_to_matrix(read_transform(series_xfm)) @ m
+    return np.linalg.inv(m)
+
+
+def series_to_series_matrix(target_xfm: str | Path, source_xfm: str | Path) -> np.ndarray:
+    """RAS matrix taking a point of one series grid to the matching point of another series
+    of the same session, through the session reference (e.g. a DCE-grid point to the VFA grid:
+    ``target_xfm`` the DCE series' ``from-dce_to-ref``, ``source_xfm`` the VFA one's)."""
+    to_source = transform_to_matrix(read_transform(source_xfm))
+    return to_source @ np.linalg.inv(transform_to_matrix(read_transform(target_xfm)))

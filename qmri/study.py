@@ -11,86 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from qmri import bids, tables
 from qmri.errors import QMRIInputError
 from qmri.io import load_nifti
-
-#: The fits the workflow runs: fit label -> datatype folder, series kind, output map suffixes,
-#: and the maps ROI statistics are taken of as (file suffix, contract map name). The IVIM maps
-#: come from the DWI series too (fitted by the same job as ADC); the DCE maps need the
-#: session's T1 map from VFA.
-FITS: dict[str, dict[str, Any]] = {
-    "vfa": {
-        "datatype": "anat",
-        "series": "VFA",
-        "suffixes": ("T1map", "M0map", "R2", "fitmask"),
-        "statistics": (("T1map", "T1"),),
-    },
-    "irt1": {  # inversion recovery: T1 too, named T1IR in the tables (VFA's is T1)
-        "datatype": "anat",
-        "series": "IRT1",
-        "suffixes": ("T1map", "M0map", "R2", "fitmask"),
-        "statistics": (("T1map", "T1IR"),),
-    },
-    "mese": {
-        "datatype": "anat",
-        "series": "MESE",
-        "suffixes": ("T2map", "S0map", "R2", "fitmask"),
-        "statistics": (("T2map", "T2"),),
-    },
-    "megre": {
-        "datatype": "anat",
-        "series": "MEGRE",
-        "suffixes": ("T2starmap", "S0map", "R2", "fitmask"),
-        "statistics": (("T2starmap", "T2star"),),
-    },
-    "adc": {
-        "datatype": "dwi",
-        "series": "dwi",
-        "suffixes": ("ADC", "S0map", "R2", "fitmask"),
-        "statistics": (("ADC", "ADC"),),
-    },
-    "ivim": {
-        "datatype": "dwi",
-        "series": "dwi",
-        "suffixes": ("D", "Dstar", "f", "S0map", "R2", "fitmask"),
-        "statistics": (("D", "D"), ("Dstar", "Dstar"), ("f", "f")),
-    },
-    "dce": {
-        "datatype": "perf",
-        "series": "dce",
-        "suffixes": (
-            "Ktrans", "kep", "ve", "vp", "R2", "fitmask", "iAUC60", "iAUC90", "TTP", "Cmax",
-            "MaxRSE",
-        ),
-        "statistics": (
-            ("Ktrans", "Ktrans"), ("kep", "kep"), ("ve", "ve"), ("vp", "vp"),
-            ("iAUC60", "iAUC60"), ("iAUC90", "iAUC90"),
-        ),
-    },
-}  # fmt: skip
-
-
-#: Maps each DCE model writes (kinetic maps, then the semi-quantitative ones).
-DCE_MODEL_MAPS: dict[str, tuple[str, ...]] = {
-    "tofts": ("Ktrans", "kep", "ve"),
-    "etofts": ("Ktrans", "kep", "ve", "vp"),
-    "patlak": ("Ktrans", "vp"),
-}
-_SEMIQUANT = ("iAUC60", "iAUC90", "TTP", "Cmax", "MaxRSE")
-
-
-def fit_specs(dce_model: str = "etofts") -> dict[str, dict[str, Any]]:
-    """:data:`FITS` with the DCE entry for the configured kinetic model."""
-    kinetic = DCE_MODEL_MAPS[dce_model]
-    specs = {k: dict(v) for k, v in FITS.items()}
-    specs["dce"]["suffixes"] = (*kinetic, "R2", "fitmask", *_SEMIQUANT)
-    specs["dce"]["statistics"] = tuple((m, m) for m in (*kinetic, "iAUC60", "iAUC90"))
-    return specs
+from qmri.registry import FITS, SERIES_KINDS, FitSpec
 
 
 @dataclass(frozen=True)
@@ -134,9 +61,12 @@ class Study:
     participant_label : sequence of str
         Subjects to include (empty: all).
     reference_suffix : str
-        Suffix of each session's reference anatomy.
+        Suffix of each session's reference anatomy (config ``reference_suffix``).
     check : bool
         Check sidecars and headers of every series (default True).
+
+    The series kinds looked for are those of the fit registry (:data:`qmri.registry.SERIES_KINDS`,
+    plugins included), so a registered fit is indexed without a change here.
     """
 
     def __init__(
@@ -145,7 +75,7 @@ class Study:
         labels_dir: str | Path,
         *,
         participant_label: Sequence[str] = (),
-        reference_suffix: str = "T2w",
+        reference_suffix: str,
         check: bool = True,
     ) -> None:
         self.bids_dir = Path(bids_dir)
@@ -172,8 +102,9 @@ class Study:
         baseline = tables.baseline_session({s: days[s] for s in folders})
         files = {}
         for session in sorted(folders, key=lambda s: (days[s], s)):
+            kinds = list(SERIES_KINDS.values())
             f = bids.session_files(
-                self.bids_dir, subject, session, reference_suffix=reference_suffix
+                self.bids_dir, subject, session, kinds, reference_suffix=reference_suffix
             )
             if f.reference is None:
                 raise QMRIInputError(
@@ -182,7 +113,7 @@ class Study:
                     sub_dir / f"ses-{session}",
                 )
             if check:
-                bids.check_session(f)
+                bids.check_session(f, kinds)
             files[session] = f
         stem = f"sub-{subject}_ses-{baseline}"
         labels = (
@@ -196,34 +127,30 @@ class Study:
 
     # -- questions the rules ask ---------------------------------------------------------------
 
-    def fits(self, subject: str, session: str, enabled: Sequence[str] = tuple(FITS)) -> list[str]:
-        """The fits a session has data for (keys of :data:`FITS`), in a fixed order.
+    def fits(
+        self, subject: str, session: str, specs: Sequence[FitSpec] | None = None
+    ) -> list[str]:
+        """The fits a session has data for (names of :data:`qmri.registry.FITS`), in registry
+        order.
 
-        ``enabled`` restricts them (the config switches IVIM and DCE on or off); DCE needs the
-        session's VFA too (its T1 map).
+        ``specs`` restricts them (the fits the config switches on,
+        :func:`qmri.registry.enabled_fits`; default every registered fit). A fit that needs a
+        map of another fit (DCE: the VFA T1 map) exists only where that fit does.
         """
-        f = self.subjects[subject].sessions[session]
-        have = {
-            "vfa": bool(f.vfa),
-            "irt1": bool(f.irt1),
-            "mese": bool(f.mese),
-            "megre": bool(f.megre),
-            "adc": f.dwi is not None,
-            "ivim": f.dwi is not None,
-            "dce": f.dce is not None and bool(f.vfa),
-        }
-        return [fit for fit in FITS if have[fit] and fit in enabled]
+        files = self.subjects[subject].sessions[session]
+        chosen = list(FITS.values()) if specs is None else list(specs)
+        names = {spec.name for spec in chosen}
+        have = [spec.name for spec in chosen if files.files(spec.series.name)]
+        return [
+            spec.name
+            for spec in chosen
+            if spec.name in have
+            and all(fit in names and fit in have for fit, _ in spec.requires.values())
+        ]
 
     def series_files(self, subject: str, session: str, series: str) -> list[Path]:
-        """Raw files of a series kind (``VFA``, ``IRT1``, ``MESE``, ``MEGRE``, ``dwi``)."""
-        f = self.subjects[subject].sessions[session]
-        return {
-            "VFA": list(f.vfa),
-            "IRT1": list(f.irt1),
-            "MESE": list(f.mese),
-            "MEGRE": list(f.megre),
-            "dwi": [f.dwi] if f.dwi else [],
-        }[series]
+        """Raw files of a series kind (``VFA``, ``IRT1``, ``MESE``, ``MEGRE``, ``dwi``, ``dce``)."""
+        return list(self.subjects[subject].sessions[session].files(series))
 
     def session_pairs(self) -> list[tuple[str, str]]:
         """Every (subject, session) of the study."""

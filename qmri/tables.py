@@ -41,6 +41,7 @@ __all__ = [
     "response_table",
     "session_label",
     "subject_label",
+    "treated_levels",
     "write_table",
 ]
 
@@ -460,3 +461,14 @@ def _parse_int(text: str, what: str, path: str | Path) -> int:
     if re.fullmatch(r"[+-]?[0-9]+\.0*", text):
         return int(float(text))
     raise QMRIInputError(f"{what} is not an integer: {text!r}", path)
+
+
+def treated_levels(participants: Path, subject: str) -> list[str]:
+    """The treated vertebral levels of a subject (``treated_levels`` of participants.tsv)."""
+    table = read_participants_tsv(participants)
+    row = table[table["participant_id"] == f"sub-{subject}"]
+    if row.empty or "treated_levels" not in table.columns:
+        raise QMRIInputError(
+            f"no treated_levels for sub-{subject} (needed to derive the ROIs)", participants
+        )
+    return list(row.iloc[0]["treated_levels"])

@@ -11,6 +11,9 @@ import pytest
 
 from qmri import bids
 from qmri.errors import QMRIInputError
+from qmri.registry import SERIES_KINDS
+
+KINDS = list(SERIES_KINDS.values())
 
 AFFINE = np.diag([2.0, 2.0, 3.0, 1.0])
 
@@ -48,24 +51,24 @@ def session(tmp_path: Path) -> Path:
 
 
 def test_session_files_finds_every_series_in_index_order(session):
-    f = bids.session_files(session, "01", "pre")
+    f = bids.session_files(session, "01", "pre", KINDS, reference_suffix="T2w")
     assert f.reference is not None
-    assert [p.name.split("_")[2] for p in f.vfa] == ["flip-1", "flip-2", "flip-3"]
-    assert len(f.mese) == 3
-    assert f.dwi is not None
+    assert [p.name.split("_")[2] for p in f.files("VFA")] == ["flip-1", "flip-2", "flip-3"]
+    assert len(f.files("MESE")) == 3
+    assert f.files("dwi")
     assert f.b1map is None
     assert f.available["dwi"]
     assert not f.available["dce"]
-    bids.check_session(f)  # a good session passes
+    bids.check_session(f, KINDS)  # a good session passes
 
 
 def test_loaded_series_carry_their_parameters(session):
-    f = bids.session_files(session, "01", "pre")
-    vfa = bids.load_vfa(f.vfa)
+    f = bids.session_files(session, "01", "pre", KINDS, reference_suffix="T2w")
+    vfa = SERIES_KINDS["VFA"].load(f.files("VFA"))
     assert vfa.data.shape == (4, 5, 6, 3)
     assert vfa.parameters == {"FlipAngle": [3.0, 10.0, 20.0], "RepetitionTimeExcitation": 0.01}
-    assert bids.load_multi_echo(f.mese).parameters["EchoTime"] == [0.01, 0.02, 0.03]
-    assert bids.load_dwi(f.dwi).parameters["bvals"] == [0, 200, 400, 800]
+    assert SERIES_KINDS["MESE"].load(f.files("MESE")).parameters["EchoTime"] == [0.01, 0.02, 0.03]
+    assert SERIES_KINDS["dwi"].load(f.files("dwi")).parameters["bvals"] == [0, 200, 400, 800]
 
 
 def _one_line_error(func, *args, match: str) -> QMRIInputError:
@@ -76,61 +79,73 @@ def _one_line_error(func, *args, match: str) -> QMRIInputError:
 
 
 def test_missing_sidecar_field_names_the_sidecar(session):
-    f = bids.session_files(session, "01", "pre")
-    side = bids.sidecar_path(f.vfa[1])
+    f = bids.session_files(session, "01", "pre", KINDS, reference_suffix="T2w")
+    side = bids.sidecar_path(f.files("VFA")[1])
     _json(side, RepetitionTimeExcitation=0.01)
     err = _one_line_error(
-        bids.check_session, f, match=r"flip-2_VFA\.json: sidecar lacks required field 'FlipAngle'"
+        bids.check_session,
+        f,
+        KINDS,
+        match=r"flip-2_VFA\.json: sidecar lacks required field 'FlipAngle'",
     )
     assert err.path == str(side)
 
 
 def test_missing_sidecar_file(session):
-    f = bids.session_files(session, "01", "pre")
-    bids.sidecar_path(f.mese[0]).unlink()
-    _one_line_error(bids.check_session, f, match=r"echo-1_MESE\.json: JSON sidecar not found")
+    f = bids.session_files(session, "01", "pre", KINDS, reference_suffix="T2w")
+    bids.sidecar_path(f.files("MESE")[0]).unlink()
+    _one_line_error(
+        bids.check_session, f, KINDS, match=r"echo-1_MESE\.json: JSON sidecar not found"
+    )
 
 
 def test_dwi_volume_count_disagrees_with_bvals(session):
-    f = bids.session_files(session, "01", "pre")
-    f.dwi.with_name("sub-01_ses-pre_dwi.bval").write_text("0 200 400\n")
+    f = bids.session_files(session, "01", "pre", KINDS, reference_suffix="T2w")
+    f.files("dwi")[0].with_name("sub-01_ses-pre_dwi.bval").write_text("0 200 400\n")
     _one_line_error(
         bids.check_session,
         f,
+        KINDS,
         match=r"_dwi\.nii\.gz: 4 volumes but 3 b-values in sub-01_ses-pre_dwi\.bval",
     )
 
 
 def test_vfa_file_with_several_volumes(session):
-    f = bids.session_files(session, "01", "pre")
-    _nii(f.vfa[2], shape=(4, 5, 6, 2))
+    f = bids.session_files(session, "01", "pre", KINDS, reference_suffix="T2w")
+    _nii(f.files("VFA")[2], shape=(4, 5, 6, 2))
     _one_line_error(
-        bids.check_session, f, match=r"flip-3_VFA\.nii\.gz: expected one volume per file"
+        bids.check_session, f, KINDS, match=r"flip-3_VFA\.nii\.gz: expected one volume per file"
     )
 
 
 def test_vfa_grid_mismatch(session):
-    f = bids.session_files(session, "01", "pre")
-    _nii(f.vfa[1], shape=(4, 5, 7))
-    _one_line_error(bids.check_session, f, match=r"flip-2_VFA\.nii\.gz: grid differs from")
+    f = bids.session_files(session, "01", "pre", KINDS, reference_suffix="T2w")
+    _nii(f.files("VFA")[1], shape=(4, 5, 7))
+    _one_line_error(bids.check_session, f, KINDS, match=r"flip-2_VFA\.nii\.gz: grid differs from")
 
 
 def test_echo_times_must_increase(session):
-    f = bids.session_files(session, "01", "pre")
-    _json(bids.sidecar_path(f.mese[2]), EchoTime=0.015)
-    _one_line_error(bids.check_session, f, match=r"EchoTime must increase with the echo index")
+    f = bids.session_files(session, "01", "pre", KINDS, reference_suffix="T2w")
+    _json(bids.sidecar_path(f.files("MESE")[2]), EchoTime=0.015)
+    _one_line_error(
+        bids.check_session, f, KINDS, match=r"EchoTime must increase with the echo index"
+    )
 
 
 def test_non_numeric_flip_angle(session):
-    f = bids.session_files(session, "01", "pre")
-    _json(bids.sidecar_path(f.vfa[0]), FlipAngle="three", RepetitionTimeExcitation=0.01)
-    _one_line_error(bids.check_session, f, match=r"'FlipAngle' must be a number, got 'three'")
+    f = bids.session_files(session, "01", "pre", KINDS, reference_suffix="T2w")
+    _json(bids.sidecar_path(f.files("VFA")[0]), FlipAngle="three", RepetitionTimeExcitation=0.01)
+    _one_line_error(
+        bids.check_session, f, KINDS, match=r"'FlipAngle' must be a number, got 'three'"
+    )
 
 
 def test_corrupt_nifti(session):
-    f = bids.session_files(session, "01", "pre")
+    f = bids.session_files(session, "01", "pre", KINDS, reference_suffix="T2w")
     f.reference.write_bytes(b"not a nifti")
-    _one_line_error(bids.check_session, f, match=r"_T2w\.nii\.gz: not a readable NIfTI image")
+    _one_line_error(
+        bids.check_session, f, KINDS, match=r"_T2w\.nii\.gz: not a readable NIfTI image"
+    )
 
 
 def test_b1_ratio_detects_percent_and_ratio(tmp_path):

@@ -14,13 +14,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qmri import cli, cohort, pipeline
+from qmri import cohort
+from qmri.config import schema_defaults
 from qmri.dose import eqd2
 from qmri.errors import QMRIInputError
 from qmri.figures_cohort import TRAJECTORY_COLUMNS, WATERFALL_COLUMNS
 from qmri.io import save_nifti
 from qmri.phantom import write_phantom_dose
+from qmri.steps.cohort import cohort_figures
+from qmri.steps.dose import subject_dose
+from qmri.steps.rois import derive_subject_rois
 from qmri.tables import ROISTATS_COLUMNS, response_table
+
+DOSE = schema_defaults()["dose"]
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data_sample"
 TRUTH = SAMPLE / "derivatives" / "truth"
@@ -30,13 +36,13 @@ PARTICIPANTS = pd.read_csv(SAMPLE / "participants.tsv", sep="\t", dtype={"partic
 def _derived_rois(tmp: Path, subject: str) -> Path:
     """The workflow's derive-rois step on the sample's labels."""
     out = tmp / f"sub-{subject}_space-baseline_desc-rois_mask.nii.gz"
-    pipeline.derive_subject_rois(
-        SAMPLE
+    derive_subject_rois(
+        subject=subject,
+        dseg=SAMPLE
         / f"derivatives/labels/sub-{subject}/ses-pre/anat/sub-{subject}_ses-pre_dseg.nii.gz",
-        SAMPLE / f"sub-{subject}/ses-pre/anat/sub-{subject}_ses-pre_T2w.nii.gz",
-        SAMPLE / "participants.tsv",
-        subject,
-        out,
+        reference=SAMPLE / f"sub-{subject}/ses-pre/anat/sub-{subject}_ses-pre_T2w.nii.gz",
+        participants=SAMPLE / "participants.tsv",
+        out_mask=out,
     )
     return out
 
@@ -154,24 +160,31 @@ def _truth_on_baseline_grid(out_dir: Path, subject: str, session: str) -> Path:
     return folder
 
 
+def _dose_options() -> dict:
+    """The config's dose options as the workflow passes them (numbers as floats)."""
+    return {
+        "bin_edges_gy": [float(v) for v in DOSE["bin_edges_gy"]],
+        "eqd2_bin_edges_gy": [float(v) for v in DOSE["eqd2_bin_edges_gy"]],
+        "alpha_beta_gy": {k: float(v) for k, v in DOSE["alpha_beta_gy"].items()},
+        "hot_volume_cc": float(DOSE["hot_volume_cc"]),
+        "binned_rois": DOSE["binned_rois"],
+    }
+
+
 @pytest.fixture(scope="module")
 def dose_run(tmp_path_factory):
-    """The subject-dose step (through the command line) on sub-01 of the sample."""
+    """The subject-dose step on sub-01 of the sample, with the schema's dose options."""
     tmp = tmp_path_factory.mktemp("dose")
     dose_dir = write_phantom_dose(SAMPLE, tmp / "dose")
     mask = _derived_rois(tmp, "01")
     dirs = [_truth_on_baseline_grid(tmp, "01", s) for s in ("pre", "fu1", "fu2")]
     stats, bins = tmp / "sub-01_dosestats.csv", tmp / "sub-01_dosebins.csv"
-    argv = [
-        "pipeline", "subject-dose", "--subject", "01",
-        "--dose", str(dose_dir / "sub-01" / "sub-01_dose.nii.gz"), "--rois", str(mask),
-        "--participants", str(SAMPLE / "participants.tsv"),
-        "--sessions-tsv", str(SAMPLE / "sub-01" / "sub-01_sessions.tsv"),
-        "--baseline-session", "pre", "--baseline-grid-dirs", *map(str, dirs),
-        "--alpha-beta", "tumor", "10", "--alpha-beta", "ctv", "10",
-        "--alpha-beta", "default", "2", "--out-stats", str(stats), "--out-bins", str(bins),
-    ]  # fmt: skip
-    assert cli.main(argv) == 0
+    subject_dose(
+        subject="01", dose_nifti=dose_dir / "sub-01" / "sub-01_dose.nii.gz", rois_mask=mask,
+        participants_tsv=SAMPLE / "participants.tsv",
+        sessions_tsv=SAMPLE / "sub-01" / "sub-01_sessions.tsv", baseline_session="pre",
+        baseline_grid_dirs=dirs, **_dose_options(), out_stats=stats, out_bins=bins,
+    )  # fmt: skip
     return dose_dir, mask, pd.read_csv(stats), pd.read_csv(bins)
 
 
@@ -227,9 +240,13 @@ def test_dose_map_must_lie_on_the_baseline_grid(dose_run, tmp_path):
     bad = tmp_path / "sub-01_dose.nii.gz"
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:-1], img.affine), bad)
     with pytest.raises(QMRIInputError, match="baseline reference grid"):
-        cohort.subject_dose("01", bad, mask, SAMPLE / "participants.tsv",
-                            SAMPLE / "sub-01/sub-01_sessions.tsv", "pre", [],
-                            tmp_path / "s.csv", tmp_path / "b.csv")  # fmt: skip
+        subject_dose(
+            subject="01", dose_nifti=bad, rois_mask=mask,
+            participants_tsv=SAMPLE / "participants.tsv",
+            sessions_tsv=SAMPLE / "sub-01/sub-01_sessions.tsv", baseline_session="pre",
+            baseline_grid_dirs=[], **_dose_options(), out_stats=tmp_path / "s.csv",
+            out_bins=tmp_path / "b.csv",
+        )  # fmt: skip
 
 
 def test_dose_files_name_the_missing_file(dose_run, tmp_path):
@@ -277,14 +294,12 @@ def test_cohort_figures_step_writes_every_named_figure(tmp_path):
                        "ci_upper": [np.nan, 0.9, 0.8]})  # fmt: skip
     km.to_csv(tmp_path / "km.csv", index=False)
     out = tmp_path / "cohort"
-    argv = [
-        "pipeline", "cohort-figures", "--roistats", str(tmp_path / "roistats.csv"),
-        "--response", str(tmp_path / "response.csv"), "--km", str(tmp_path / "km.csv"),
-        "--out-dir", str(out), "--trajectory-rois", "tumor", "ctv", "--waterfall-rois", "tumor",
-        "--maps", "ADC", "vp", "--sessions", "fu1", "fu2", "--km-outcomes", "vcf", "rim",
-        "--flag", "vp_fall", "20",
-    ]  # fmt: skip
-    assert cli.main(argv) == 0
+    cohort_figures(
+        roistats_csv=tmp_path / "roistats.csv", response_csv=tmp_path / "response.csv",
+        km_csv=tmp_path / "km.csv", trajectory_rois=["tumor", "ctv"], waterfall_rois=["tumor"],
+        maps=["ADC", "vp"], sessions=["fu1", "fu2"], km=["vcf", "rim"],
+        flag_thresholds={"vp_fall": 20.0}, out_dir=out,
+    )  # fmt: skip
     names = cohort.figure_names(trajectory_rois=["tumor", "ctv"], waterfall_rois=["tumor"],
                                 maps=["ADC", "vp"], sessions=["fu1", "fu2"],
                                 km=["vcf", "rim"])  # fmt: skip

@@ -7,10 +7,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmri.dce import (
+from qmri.errors import QMRIInputError
+from qmri.models.base import ModelFit
+from qmri.models.dce import (
+    DCE_MODELS,
     ArterialInputFunction,
+    DCEFit,
+    ExtendedToftsModel,
+    PatlakModel,
+    SemiQuantitativeFit,
+    ToftsModel,
+    _linear_start,
     aif_from_blood_curve,
     detect_bolus_arrival,
+    exp_convolution,
     mean_curve,
     parker_aif,
     parker_blood_concentration,
@@ -19,12 +29,10 @@ from qmri.dce import (
     semiquantitative_maps,
     signal_to_concentration,
 )
-from qmri.errors import QMRIInputError
-from qmri.models.base import ModelFit
-from qmri.models.dce import ExtendedToftsModel, PatlakModel, ToftsModel, exp_convolution
 
 T = np.arange(0.0, 300.0, 2.5)  # frame times (s)
 FA, TR = 15.0, 0.004
+HCT = 0.42  # large-vessel hematocrit (the workflow's default)
 
 
 def spgr(t1, fa_deg, tr, m0=1000.0):
@@ -36,7 +44,7 @@ def spgr(t1, fa_deg, tr, m0=1000.0):
 
 @pytest.fixture(scope="module")
 def aif():
-    return parker_aif(T, delay_s=30.0)
+    return parker_aif(T, delay_s=30.0, hematocrit=HCT)
 
 
 # ------------------------------------------------------------------------------ concentration
@@ -216,12 +224,12 @@ def test_noiseless_recovery(aif, cls, names, nonuniform):
     a = aif
     if nonuniform:
         t = np.concatenate([np.arange(0.0, 60.0, 1.5), np.arange(60.0, 300.0, 6.0)])
-        a = parker_aif(t, delay_s=30.0)
+        a = parker_aif(t, delay_s=30.0, hematocrit=HCT)
     truth = {k: v for k, v in _truth((4, 5, 3), rng).items() if k in names}
     if cls is PatlakModel:
         truth["Ktrans"] = truth["Ktrans"] / 5
     model = cls(t, a)
-    data = model.predict(**truth)
+    data = model.predict(truth)
     mask = np.ones((4, 5, 3), dtype=bool)
     mask[0, 0, 0] = False
     fit = model.fit(data, mask=mask, chunk_size=17)
@@ -254,7 +262,7 @@ def test_fitted_delay_with_noise(aif, cls):
     model = cls(T, aif, fit_delay=True)
     names = ("Ktrans", *(() if cls is PatlakModel else ("ve",)),
              *(("vp",) if cls is not ToftsModel else ()))  # fmt: skip
-    data = model.predict(**{k: truth[k] for k in (*names, "delay")})
+    data = model.predict({k: truth[k] for k in (*names, "delay")})
     data = data + rng.normal(0, 0.002, data.shape)
     fit = model.fit(data, provenance={"r1_per_mM_per_s": 3.7})
     assert fit.n_failed == 0
@@ -267,13 +275,13 @@ def test_fitted_delay_with_noise(aif, cls):
 
 def test_failures_are_flagged_not_clipped(aif):
     model = ExtendedToftsModel(T, aif)
-    good = model.predict(Ktrans=0.3, ve=0.3, vp=0.05)
+    good = model.predict({"Ktrans": 0.3, "ve": 0.3, "vp": 0.05})
     data = np.stack(
         [
             good,
             np.zeros(T.size),  # no enhancement: Ktrans on its bound
             -good,  # negative concentration
-            model.predict(Ktrans=0.3, ve=0.3, vp=0.05) * 40,  # vp far above 1
+            model.predict({"Ktrans": 0.3, "ve": 0.3, "vp": 0.05}) * 40,  # vp far above 1
             np.where(np.arange(T.size) == 7, np.nan, good),  # NaN frame
         ]
     )
@@ -289,7 +297,8 @@ def test_failures_are_flagged_not_clipped(aif):
 def test_patlak_zero_ktrans_allowed(aif):
     model = PatlakModel(T, aif)
     rng = np.random.default_rng(9)
-    y = model.predict(Ktrans=np.zeros(50), vp=np.full(50, 0.1)) + rng.normal(0, 0.01, (50, T.size))
+    y = model.predict({"Ktrans": np.zeros(50), "vp": np.full(50, 0.1)})
+    y = y + rng.normal(0, 0.01, (50, T.size))
     fit = model.fit(y)
     assert fit.n_failed == 0
     assert (fit.maps["Ktrans"] >= 0).all()
@@ -305,7 +314,7 @@ def test_patlak_zero_ktrans_allowed(aif):
         (lambda a: ToftsModel(T, a).fit(np.zeros((2, T.size - 1))), "data has 119 volumes"),
         (lambda a: ToftsModel(T, a, bounds={"Kep": (0, 1)}), "unknown bound"),
         (lambda a: ToftsModel(T[:-1], a), "not sampled at the frame times"),
-        (lambda a: ToftsModel(T, a).predict(ve=0.2), "predict needs Ktrans"),
+        (lambda a: ToftsModel(T, a).predict({"ve": 0.2}), r"predict needs .*\['Ktrans'\]"),
     ],
 )
 def test_model_input_errors(aif, call, match):
@@ -332,6 +341,10 @@ def test_semiquantitative_maps():
     np.testing.assert_allclose(fit.maps["Cmax"][:2, 0], [ramp[-1], 2 * ramp[-1]], rtol=1e-6)
     np.testing.assert_allclose(fit.maps["MaxRSE"][:2, 0], [ramp[-1], 2 * ramp[-1]], rtol=1e-6)
     assert fit.maps["fitmask"].ravel().tolist() == [1, 1, 0]
+    assert isinstance(fit, SemiQuantitativeFit)
+    assert fit.iauc60_mM_s is fit.maps["iAUC60"]
+    assert fit.ttp_s is fit.maps["TTP"]
+    assert fit.max_rse is fit.maps["MaxRSE"]
     assert fit.units["iAUC60"] == "mM*s"
     assert fit.units["TTP"] == "s"
     assert fit.options["bolus_arrival_s"] == 14.0
@@ -355,11 +368,13 @@ def _fine_reference(t, delay, ktrans, ve, vp, hct=0.42, dt=0.01):
 def test_parker_fine_aif_removes_coarse_frame_bias():
     t = np.arange(32) * 7.0
     y = _fine_reference(t, 35.0, 0.25, 0.3, 0.08)
-    coarse = ExtendedToftsModel(t, parker_aif(t, delay_s=35.0, fine_dt_s=None))
-    fine_aif = parker_aif(t, delay_s=35.0)
+    coarse = ExtendedToftsModel(t, parker_aif(t, delay_s=35.0, hematocrit=HCT, fine_dt_s=None))
+    fine_aif = parker_aif(t, delay_s=35.0, hematocrit=HCT)
     assert fine_aif.options["aif_fine_dt_s"] == 0.5
     fine = ExtendedToftsModel(t, fine_aif)
-    np.testing.assert_allclose(fine.predict(Ktrans=0.25, ve=0.3, vp=0.08), y, rtol=0, atol=5e-4)
+    np.testing.assert_allclose(
+        fine.predict({"Ktrans": 0.25, "ve": 0.3, "vp": 0.08}), y, rtol=0, atol=5e-4
+    )
     kt_coarse = float(coarse.fit(y[None]).maps["Ktrans"][0])
     fit = fine.fit(y[None])
     assert kt_coarse > 0.255  # the frame-sampled AIF misses the first-pass peak
@@ -368,7 +383,8 @@ def test_parker_fine_aif_removes_coarse_frame_bias():
     assert float(fit.maps["vp"][0]) == pytest.approx(0.08, rel=2e-3)
     assert "fine AIF" in fit.options["aif_interpolation"]
     # fitted delay with the fine AIF: recovered from a 2 s wrong start
-    dfit = ExtendedToftsModel(t, parker_aif(t, delay_s=33.0), fit_delay=True).fit(y[None])
+    delayed = ExtendedToftsModel(t, parker_aif(t, delay_s=33.0, hematocrit=HCT), fit_delay=True)
+    dfit = delayed.fit(y[None])
     assert float(dfit.maps["delay"][0]) == pytest.approx(2.0, abs=0.02)
     assert float(dfit.maps["Ktrans"][0]) == pytest.approx(0.25, rel=5e-3)
 
@@ -376,7 +392,8 @@ def test_parker_fine_aif_removes_coarse_frame_bias():
 @pytest.mark.parametrize("fit_delay", [False, True])
 def test_fine_aif_jacobian_matches_finite_differences(fit_delay):
     t = np.r_[np.arange(0.0, 60.0, 7.0), np.arange(63.0, 200.0, 4.5)]  # non-uniform frames
-    model = ExtendedToftsModel(t, parker_aif(t, delay_s=20.0, fine_dt_s=0.7), fit_delay=fit_delay)
+    aif = parker_aif(t, delay_s=20.0, hematocrit=HCT, fine_dt_s=0.7)
+    model = ExtendedToftsModel(t, aif, fit_delay=fit_delay)
     # delays off the fine nodes: the delay derivative has kinks where t - delay is a node
     p = np.array(
         [[0.3, 0.25, 0.05, 1.3][: 3 + fit_delay], [1.2, 0.5, 0.2, -2.33][: 3 + fit_delay]]
@@ -394,17 +411,17 @@ def test_fine_aif_jacobian_matches_finite_differences(fit_delay):
 
 def test_fine_aif_chunks_and_options():
     t = np.arange(32) * 7.0
-    aif = parker_aif(t, delay_s=35.0, fine_dt_s=2.0)
+    aif = parker_aif(t, delay_s=35.0, hematocrit=HCT, fine_dt_s=2.0)
     assert aif.fine_times_s.size == 31 * 4 + 1
     np.testing.assert_array_equal(aif.fine_times_s[::4], t)
     model = ToftsModel(t, aif)
-    y = model.predict(Ktrans=np.linspace(0.05, 1.0, 7), ve=0.3)
+    y = model.predict({"Ktrans": np.linspace(0.05, 1.0, 7), "ve": 0.3})
     one = model.fit(y, chunk_size=3)
     assert one.options["aif_fine_dt_s"] == 1.75  # 7 s frames in 4 steps
     np.testing.assert_allclose(one.maps["Ktrans"], np.linspace(0.05, 1.0, 7), rtol=1e-4)
     # measured AIFs keep the frame samples only
-    assert aif_from_blood_curve(t, aif.cp * 0.58).fine_times_s is None
-    assert parker_aif(t, fine_dt_s=None).options["aif_fine_dt_s"] is None
+    assert aif_from_blood_curve(t, aif.cp * 0.58, hematocrit=HCT).fine_times_s is None
+    assert parker_aif(t, hematocrit=HCT, fine_dt_s=None).options["aif_fine_dt_s"] is None
     with pytest.raises(QMRIInputError, match="fine"):
         ArterialInputFunction(t, aif.cp, "parker", {}, aif.fine_times_s[1:], aif.fine_cp[1:])
     with pytest.raises(QMRIInputError, match="fine"):
@@ -429,7 +446,7 @@ def test_parker_bolus_arrival_with_coarse_frames():
 def test_linear_method_is_murase_closed_form(aif, cls, names):
     rng = np.random.default_rng(5)
     truth = {k: v for k, v in _truth(300, rng).items() if k in names}
-    data = cls(T, aif).predict(**truth)
+    data = cls(T, aif).predict(truth)
     linear = cls(T, aif, method="linear").fit(data)
     nlls = cls(T, aif).fit(data)
     assert linear.n_failed == 0
@@ -459,12 +476,91 @@ def test_compiled_linear_fit_equals_the_numpy_least_squares(aif, cls):
     elif cls is ToftsModel:
         truth = {"Ktrans": truth["Ktrans"], "ve": truth["ve"]}
     model = cls(T, aif, method="linear")
-    y = model.predict(**truth) + rng.normal(0, 0.01, (200, T.size))
+    y = model.predict(truth) + rng.normal(0, 0.01, (200, T.size))
     c_tm = aif.cp[:, None]
     fine = model._fine
-    compiled, ssr, sst = model._linear_shared(y, c_tm, fine)
-    numpy_params, numpy_ssr = model._linear_from(y, c_tm, 0.0, fine)
+    t_min = T / 60.0
+    regressors = _linear_start.shared_regressors(t_min, c_tm, fine)
+    compiled, ssr, sst = _linear_start.linear_shared(model.kind, t_min, y, regressors)
+    numpy_params, numpy_ssr = _linear_start.linear_from(model.kind, t_min, y, c_tm, 0.0, fine)
     np.testing.assert_allclose(compiled, numpy_params, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(ssr, numpy_ssr, rtol=1e-6, atol=1e-10)
     dev = y - y.mean(axis=1, keepdims=True)
     np.testing.assert_allclose(sst, np.einsum("ij,ij->i", dev, dev), rtol=1e-10)
+
+
+# ------------------------------------------------------------------------------ Model API
+def _state(model):
+    """Every attribute of a model, arrays by value: fitting must leave it unchanged."""
+    out = {}
+    for name, value in vars(model).items():
+        if isinstance(value, np.ndarray):
+            out[name] = (value.tobytes(), value.flags.writeable)
+        elif isinstance(value, tuple) and all(isinstance(v, np.ndarray) for v in value):
+            out[name] = (id(value), [(v.tobytes(), v.flags.writeable) for v in value])
+        elif isinstance(value, ArterialInputFunction):
+            out[name] = (id(value), value.cp.tobytes(), repr(value.options))
+        else:
+            out[name] = (id(value), repr(value))
+    return out
+
+
+@pytest.mark.parametrize("name", list(DCE_MODELS))
+@pytest.mark.parametrize("fit_delay", [False, True])
+@pytest.mark.parametrize("method", ["nlls", "linear"])
+def test_fit_never_changes_the_model_and_predict_takes_fit_params(aif, name, fit_delay, method):
+    cls = DCE_MODELS[name]
+    model = cls(T, aif, fit_delay=fit_delay, method=method)
+    truth = {"Ktrans": np.full(6, 0.2), "ve": np.full(6, 0.3), "vp": np.full(6, 0.05)}
+    if fit_delay:
+        truth["delay"] = np.linspace(-2.0, 3.0, 6)
+    data = model.predict(truth)
+    before = _state(model)
+    fit = model.fit(data)
+    again = model.fit(data)
+    model.fit_curves(data)
+    assert _state(model) == before
+    for k, v in fit.maps.items():  # a second fit of the same model gives the same maps
+        np.testing.assert_array_equal(again.maps[k], v)
+    assert isinstance(fit, DCEFit)
+    assert fit.ktrans_per_min is fit.maps["Ktrans"]
+    if name == "tofts":
+        assert not hasattr(fit, "vp")
+    else:
+        assert fit.vp is fit.maps["vp"]
+    if name != "patlak":
+        assert fit.ve is fit.maps["ve"]
+        assert fit.kep_per_min is fit.maps["kep"]
+    assert hasattr(fit, "delay_s") is fit_delay
+    assert set(fit.params) == set(model.param_names)
+    if method == "nlls" or name == "patlak":  # the fitted curves are the data
+        np.testing.assert_allclose(model.predict(fit.params), data, rtol=0, atol=1e-5)
+    assert fit.algorithm == model.algorithm
+    assert fit.options == model.options
+
+
+def test_model_settings_are_read_only(aif):
+    model = ExtendedToftsModel(T, aif, fit_delay=True, bounds={"Ktrans": (0.0, 2.0)})
+    assert model.fit_delay is True
+    assert model.bounds["Ktrans"] == (0.0, 2.0)
+    assert model.aif is aif
+    with pytest.raises(AttributeError, match="read-only"):
+        model.method = "linear"
+    with pytest.raises(TypeError):
+        model.bounds["ve"] = (0.0, 0.5)
+    with pytest.raises(ValueError, match="read-only"):
+        model.times_s[0] = 1.0
+    expected = "ExtendedToftsModel(n_frames=120, aif='parker', fit_delay=True, method='nlls')"
+    assert repr(model) == expected
+    assert "n_fine=" in repr(aif)
+
+
+def test_predict_needs_every_base_map(aif):
+    model = PatlakModel(T, aif, fit_delay=True)
+    with pytest.raises(QMRIInputError, match=r"\['vp'\]"):
+        model.predict({"Ktrans": 0.1})
+    # the delay of a delay model defaults to 0 s; maps a model does not use are ignored
+    np.testing.assert_array_equal(
+        model.predict({"Ktrans": 0.1, "vp": 0.05, "kep": 1.0}),
+        model.predict({"Ktrans": 0.1, "vp": 0.05, "delay": 0.0}),
+    )

@@ -2,7 +2,7 @@
 
 The phantom simulates the tissue curves with the Parker AIF on a 0.05 s grid and samples them at
 7 s frames, so the fit must convolve the Parker AIF on a fine grid (the default of
-:func:`qmri.dce.parker_aif`) and find the bolus arrival to well under a frame.
+:func:`qmri.models.dce.parker_aif`) and find the bolus arrival to well under a frame.
 
 Signal to concentration uses the TRUE T1 and B1 maps (nearest-neighbour resampled to the DCE
 grid; the phantom's DCE flip angle is nominal x B1, like its VFA) and r1 from qmri's table by the
@@ -23,8 +23,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from qmri.dce import detect_bolus_arrival, mean_curve, parker_aif, signal_to_concentration
-from qmri.models.dce import ExtendedToftsModel
+from qmri.models.dce import (
+    ExtendedToftsModel,
+    aif_from_blood_curve,
+    detect_bolus_arrival,
+    mean_curve,
+    parker_aif,
+    signal_to_concentration,
+)
 from qmri.registration import resample_nearest, target_to_source_indices
 
 ROOT = Path(__file__).resolve().parents[1] / "data_sample"
@@ -152,8 +158,7 @@ def test_aif_measured_in_the_aorta_label_recovers_truth(sub):
     within 2.5 %. The measured AIF is only known at the 7 s frames (piecewise linear between
     them), hence the looser Ktrans tolerance than with the finely sampled Parker curve.
     """
-    from qmri.dce import aif_from_blood_curve
-    from qmri.pipeline import artery_mask
+    from qmri.preprocess import artery_mask
 
     t, conc, rois = _session(sub, "pre")
     img = nib.load(ROOT / f"sub-{sub}" / "ses-pre" / "perf" / f"sub-{sub}_ses-pre_dce.nii.gz")
@@ -176,7 +181,7 @@ def test_aif_measured_in_the_aorta_label_recovers_truth(sub):
 
 def test_aif_mask_needs_an_aorta_label(tmp_path):
     from qmri.errors import QMRIInputError
-    from qmri.pipeline import artery_mask
+    from qmri.preprocess import artery_mask
 
     dseg = tmp_path / "sub-01_ses-pre_dseg.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.int16), np.eye(4)), dseg)

@@ -15,9 +15,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from qmri import pipeline
+from qmri.config import schema_defaults
 from qmri.errors import QMRIInputError
+from qmri.maps import write_fit
 from qmri.phantom import TISSUE_INDEX, write_phantom_dataset
+from qmri.registry import FITS
+from qmri.steps.fit import fit_request
 from qmri.study import Study
 
 #: ROI medians vs truth, relative (measured on this phantom: IR T1 within 0.6 %, T2* within
@@ -41,14 +44,28 @@ def _truth(bids: Path, ses: str, suffix: str) -> tuple[np.ndarray, np.ndarray]:
     return truth, tissue
 
 
+def _fit(name: str, files: list[Path], prefix: Path) -> None:
+    """The registry's estimator of ``name`` on a series as acquired (no motion correction)."""
+    spec = FITS[name]
+    series = spec.series.load(files)
+    request = fit_request(
+        series=series, data=series.data, options=spec.options(schema_defaults()), b1=None,
+        inputs={}, series_xfm=prefix.with_name("unused_xfm.txt"),
+    )  # fmt: skip
+    outcome = spec.estimate(request)
+    for fit in outcome.fits:
+        write_fit(fit, series.affine, prefix, sources=outcome.sources,
+                  acquisition=outcome.acquisition, bids_suffixes=True)  # fmt: skip
+
+
 @pytest.mark.parametrize("ses", ["pre", "fu1"])
 def test_ir_t1_and_t2star_recover_the_phantom_truth(bids, tmp_path, ses):
     anat = bids / "sub-01" / f"ses-{ses}" / "anat"
     irt1 = sorted(anat.glob("*_IRT1.nii.gz"), key=lambda p: int(p.name.split("inv-")[1][0]))
     megre = sorted(anat.glob("*_MEGRE.nii.gz"), key=lambda p: int(p.name.split("echo-")[1][0]))
     assert (len(irt1), len(megre)) == (6, 6)
-    pipeline.fit_inversion_recovery(irt1, tmp_path / "ir")
-    pipeline.fit_multi_echo(megre, tmp_path / "gre", quantity="T2star")
+    _fit("irt1", irt1, tmp_path / "ir")
+    _fit("megre", megre, tmp_path / "gre")
     t1 = np.asarray(nib.load(tmp_path / "ir_T1map.nii.gz").dataobj)
     t2s = np.asarray(nib.load(tmp_path / "gre_T2starmap.nii.gz").dataobj)
     true_t1, tissue = _truth(bids, ses, "T1map")
@@ -74,7 +91,7 @@ def test_workflow_plans_ir_and_t2star_fits(bids, tmp_path):
     planned = re.findall(r"^(?:local)?rule (\w+):", res.stdout, flags=re.MULTILINE)
     assert planned.count("fit_irt1") == 2
     assert planned.count("fit_megre") == 2
-    study = Study(bids, bids / "derivatives" / "labels")
+    study = Study(bids, bids / "derivatives" / "labels", reference_suffix="T2w")
     assert study.fits("01", "pre") == ["vfa", "irt1", "mese", "megre", "adc", "ivim", "dce"]
 
 
@@ -88,7 +105,7 @@ def test_too_few_inversion_times_stop_planning(bids, tmp_path):
         path.unlink()
     with pytest.raises(QMRIInputError, match=r"inv-1_IRT1\.nii\.gz: inversion-recovery T1 "
                        "needs at least 4 inversion times, found 3"):  # fmt: skip
-        Study(copy, copy / "derivatives" / "labels")
+        Study(copy, copy / "derivatives" / "labels", reference_suffix="T2w")
 
 
 def test_missing_inversion_time_names_the_sidecar(bids, tmp_path):
@@ -99,7 +116,7 @@ def test_missing_inversion_time_names_the_sidecar(bids, tmp_path):
     side.write_text(json.dumps(meta))
     with pytest.raises(QMRIInputError, match=r"inv-3_IRT1\.json: sidecar lacks required field "
                        "'InversionTime'"):  # fmt: skip
-        Study(copy, copy / "derivatives" / "labels")
+        Study(copy, copy / "derivatives" / "labels", reference_suffix="T2w")
 
 
 def test_unknown_extra_series_is_refused(tmp_path):

@@ -26,7 +26,7 @@ def test_noiseless_3d_recovers_truth():
     rng = np.random.default_rng(4)
     adc = rng.uniform(1e-4, 3e-3, (3, 2, 4))
     s0 = rng.uniform(100, 5000, (3, 2, 4))
-    fit = ADCModel(B).fit(dwi(adc, s0, B))
+    fit = ADCModel(B, b_min=0, b_max=None).fit(dwi(adc, s0, B))
     np.testing.assert_allclose(fit.maps["ADC"], adc, rtol=1e-6)
     np.testing.assert_allclose(fit.maps["S0"], s0, rtol=1e-6)
     np.testing.assert_allclose(fit.maps["R2"], 1.0, atol=1e-6)
@@ -42,18 +42,41 @@ def test_b_min_excludes_the_perfusion_compartment():
     assert float(high.maps["ADC"]) == pytest.approx(d, rel=1e-6)
     assert float(high.maps["S0"]) == pytest.approx(s0 * (1 - f), rel=1e-6)
     assert high.options["volumes_used"] == 5
-    everything = ADCModel(B).fit(data)
+    everything = ADCModel(B, b_min=0, b_max=None).fit(data)
     assert float(everything.maps["ADC"]) > 1.05 * d  # perfusion inflates the ADC
     capped = ADCModel(B, b_min=200, b_max=600).fit(data)
     assert capped.options["volumes_used"] == 3
     assert float(capped.maps["ADC"]) == pytest.approx(d, rel=1e-6)
 
 
+def test_defaults_are_the_workflow_b_range():
+    model = ADCModel(B)
+    assert (model.b_min, model.b_max) == (200.0, 1000.0)
+    assert model.used_volumes.tolist() == [False, False, False, True, True, True, True, True]
+
+
+def test_b_range_selects_whole_shells():
+    # scanners report one b-value per direction (e.g. 987-1003 s/mm^2 for a nominal 1000): a
+    # limit inside a shell must not split it, or the trace ADC loses directions
+    b = np.array([0.0, 0.0, 495, 500, 508, 990, 996, 1004])
+    diag = np.array([0.4e-3, 1.1e-3, 1.9e-3])
+    data = 900.0 * np.exp(-b * np.concatenate([[0.0, 0.0], diag, diag]))
+    default = ADCModel(b)
+    assert default.used_volumes.tolist() == [False, False, True, True, True, True, True, True]
+    assert default.options["volumes_used"] == 6
+    inside = ADCModel(b, b_min=498, b_max=997)  # shell means 501 and 996.7
+    assert inside.used_volumes.tolist() == default.used_volumes.tolist()
+    assert np.array_equal(inside.fit(data).maps["ADC"], default.fit(data).maps["ADC"])
+    assert ADCModel(b, b_min=0, b_max=996).used_volumes.tolist() == [True] * 5 + [False] * 3
+    with pytest.raises(QMRIInputError, match="at least 2 different b-values"):
+        ADCModel(b, b_min=502, b_max=1100)  # only the b ~ 1000 shell
+
+
 def test_orthogonal_directions_give_the_trace_adc():
     b = np.array([0.0, 500, 500, 500, 1000, 1000, 1000])
     diag = np.array([0.4e-3, 1.1e-3, 1.9e-3])  # anisotropic: Dxx, Dyy, Dzz
     data = 900.0 * np.exp(-b * np.concatenate([[0.0], diag, diag]))
-    fit = ADCModel(b).fit(data)
+    fit = ADCModel(b, b_min=0, b_max=None).fit(data)
     assert float(fit.maps["ADC"]) == pytest.approx(diag.mean(), rel=1e-6)
     assert float(fit.maps["S0"]) == pytest.approx(900.0, rel=1e-6)
     assert float(fit.maps["R2"]) == pytest.approx(1.0, abs=1e-6)
@@ -80,9 +103,9 @@ def test_property_noiseless_recovery(adc, s0, bvals):
     bvals = np.array(bvals)
     if np.unique(bvals).size < 2:
         with pytest.raises(QMRIInputError, match="at least 2 different b-values"):
-            ADCModel(bvals)
+            ADCModel(bvals, b_min=0, b_max=None)
         return
-    fit = ADCModel(bvals).fit(dwi(adc, s0, bvals))
+    fit = ADCModel(bvals, b_min=0, b_max=None).fit(dwi(adc, s0, bvals))
     assert fit.maps["fitmask"] == 1
     np.testing.assert_allclose(fit.maps["ADC"], adc, rtol=1e-6)
     np.testing.assert_allclose(fit.maps["S0"], s0, rtol=1e-6)
@@ -97,7 +120,8 @@ def test_zero_negative_and_garbage_signal_fail_without_warnings():
     data[5, 2] = np.inf
     mask = np.ones(7)
     mask[6] = 0
-    fit = ADCModel(B).fit(data, mask=mask)  # warnings are errors in this test suite
+    # warnings are errors in this test suite
+    fit = ADCModel(B, b_min=0, b_max=None).fit(data, mask=mask)
     assert fit.maps["fitmask"].tolist() == [1, 0, 0, 0, 0, 0, 0]
     for name in ("ADC", "S0", "R2"):
         assert np.isnan(fit.maps[name][1:]).all(), name
@@ -108,19 +132,19 @@ def test_some_non_positive_volumes_are_ignored():
     data = dwi(1.2e-3, 800.0, B)
     data[2] = 0.0
     data[5] = -3.0
-    fit = ADCModel(B).fit(data)
+    fit = ADCModel(B, b_min=0, b_max=None).fit(data)
     assert float(fit.maps["ADC"]) == pytest.approx(1.2e-3, rel=1e-6)
 
 
 def test_adc_above_bound_fails_and_tiny_negative_is_kept():
     data = dwi([1e-3, 8e-3, -2e-6], [1000.0, 1000.0, 1000.0], B)
-    fit = ADCModel(B).fit(data)
+    fit = ADCModel(B, b_min=0, b_max=None).fit(data)
     assert fit.maps["fitmask"].tolist() == [1, 0, 1]
     assert float(fit.maps["ADC"][2]) == pytest.approx(-2e-6, rel=1e-5)
 
 
 def test_shapes_options_and_immutability():
-    model = ADCModel(B, b_min=100)
+    model = ADCModel(B, b_min=100, b_max=None)
     before = repr(model)
     single = model.fit(dwi(7e-4, 500.0, B))
     assert single.shape == ()

@@ -184,7 +184,7 @@ def test_shapes_chunking_and_provenance():
 def test_predict_matches_independent_formula():
     model = InversionRecoveryModel(TI, tr_s=4.0)
     np.testing.assert_allclose(
-        model.predict(np.array([0.7]), np.array([900.0]), efficiency=np.array([0.9])),
+        model.predict({"T1": np.array([0.7]), "M0": np.array([900.0]), "InvEff": np.array([0.9])}),
         np.abs(ir([0.7], [900.0], TI, [0.9], 4.0)),
         rtol=1e-12,
     )

@@ -51,7 +51,8 @@ def test_full_fit_recovers_noiseless_truth_in_3d():
 
 def test_segmented_fit_is_exact_when_the_perfusion_signal_has_decayed():
     # D* = 0.08: exp(-200 D*) ~ 1e-7, so the high-b segment sees pure diffusion
-    fit = IVIMModel(B).fit(ivim([1000.0, 500.0], [0.1, 0.2], [4e-4, 1e-3], [0.08, 0.05]))
+    data = ivim([1000.0, 500.0], [0.1, 0.2], [4e-4, 1e-3], [0.08, 0.05])
+    fit = IVIMModel(B, method="segmented").fit(data)
     np.testing.assert_allclose(fit.maps["D"], [4e-4, 1e-3], rtol=1e-4)
     np.testing.assert_allclose(fit.maps["f"], [0.1, 0.2], rtol=1e-4)
     np.testing.assert_allclose(fit.maps["Dstar"], [0.08, 0.05], rtol=1e-3)
@@ -97,7 +98,7 @@ def test_failures_are_nan_everywhere_and_counted_without_warnings():
     data[6, 0] = 300.0  # S(b=0) far below the rest: f < 0
     mask = np.ones(8, dtype=bool)
     mask[7] = False
-    fit = IVIMModel(B).fit(data, mask=mask)
+    fit = IVIMModel(B, method="segmented").fit(data, mask=mask)
     assert fit.maps["fitmask"].tolist() == [1, 0, 0, 0, 0, 0, 0, 0]
     for name in ("D", "Dstar", "f", "S0", "R2"):
         assert np.isnan(fit.maps[name][1:]).all(), name
@@ -122,7 +123,7 @@ def test_repeated_b_values_are_averaged_as_trace():
     d_vol = np.concatenate([[5e-4] * 5, diag, diag])
     f, dstar = 0.1, 0.08
     data = 800.0 * ((1 - f) * np.exp(-b * d_vol) + f * np.exp(-b * dstar))
-    fit = IVIMModel(b).fit(data)
+    fit = IVIMModel(b, method="segmented").fit(data)
     assert float(fit.maps["D"]) == pytest.approx(diag.mean(), rel=1e-3)
     assert float(fit.maps["S0"]) == pytest.approx(800.0, rel=1e-6)
 
@@ -145,7 +146,7 @@ def test_property_full_fit_recovers_noiseless_truth(f, d, dstar, s0):
 
 
 def test_options_shapes_and_immutability():
-    model = IVIMModel(B, b_threshold=250, bounds={"f": (0.0, 0.5)})
+    model = IVIMModel(B, b_threshold=250, bounds={"f": (0.0, 0.5)}, method="segmented")
     before = repr(model)
     single = model.fit(ivim(900.0, 0.1, 5e-4, 0.06))
     assert single.shape == ()

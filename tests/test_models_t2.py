@@ -177,7 +177,10 @@ def test_noise_floor_noiseless_recovery_and_maps():
     assert opts["noise_floor"] is True
     assert opts["start_echoes"] == 6
     assert "+ c" in fit.algorithm
-    np.testing.assert_allclose(model.predict(0.05, 100.0, 7.0), decay(0.05, 100.0, TE_LONG) + 7.0)
+    np.testing.assert_allclose(
+        model.predict({"T2": 0.05, "S0": 100.0, "noisefloor": 7.0}),
+        decay(0.05, 100.0, TE_LONG) + 7.0,
+    )
 
 
 def test_noise_floor_zero_is_a_valid_result():

@@ -198,7 +198,7 @@ def test_model_is_not_mutated_and_fit_is_documented(truth3d):
 def test_predict_matches_independent_formula():
     model = VFAModel(FA, TR)
     np.testing.assert_allclose(
-        model.predict(np.array([0.8]), np.array([900.0]), b1=np.array([1.1])),
+        model.predict({"T1": np.array([0.8]), "M0": np.array([900.0])}, b1=np.array([1.1])),
         spgr([0.8], [900.0], FA, TR, [1.1]),
         rtol=1e-12,
     )

@@ -90,7 +90,7 @@ def dce():
     enh = np.concatenate([np.zeros(3), 1 - np.exp(-np.arange(1, 8) / 2.0)])
     amplitudes = [np.array([40, 30, 20 + 100 * e, 50, 60]) for e in enh]
     data, still = _series(truths, amplitudes, noise=1.5, seed=2)
-    ref = series_reference_volume(data, "dce", baseline_frames=3)
+    ref = series_reference_volume(data, "baseline_mean", baseline_frames=3)
     return data, still, np.stack(truths), motion_correct(data, _affine(), ref)
 
 
@@ -103,7 +103,7 @@ def dwi():
     truths = [np.eye(4)] * 2 + _jitter(4, seed=3)
     amplitudes = [s0 * np.exp(-b * adc) for b in bvals]
     data, still = _series(truths, amplitudes, noise=1.0, seed=4)
-    ref = series_reference_volume(data, "dwi", bvals=bvals)
+    ref = series_reference_volume(data, "low_b_mean", bvals=bvals)
     return data, still, np.stack(truths), motion_correct(data, _affine(), ref), ref
 
 
@@ -190,35 +190,39 @@ def test_reference_volume_choice():
     rng = np.random.default_rng(0)
     data = rng.uniform(1, 2, (6, 7, 8, 4)) * np.array([1.0, 3.0, 2.0, 0.5])
     # DCE: mean of the pre-contrast frames (count or indices)
-    assert_allclose(series_reference_volume(data, "dce", baseline_frames=2), data[..., :2].mean(3))
     assert_allclose(
-        series_reference_volume(data, "DCE", baseline_frames=[0, 2]), data[..., [0, 2]].mean(3)
+        series_reference_volume(data, "baseline_mean", baseline_frames=2), data[..., :2].mean(3)
+    )
+    assert_allclose(
+        series_reference_volume(data, "baseline_mean", baseline_frames=[0, 2]),
+        data[..., [0, 2]].mean(3),
     )
     # DWI: mean of the b <= 50 volumes; a single b=0 is returned bit for bit
     assert_allclose(
-        series_reference_volume(data, "dwi", bvals=[0, 1000, 50, 800]), data[..., [0, 2]].mean(3)
+        series_reference_volume(data, "low_b_mean", bvals=[0, 1000, 50, 800]),
+        data[..., [0, 2]].mean(3),
     )
     assert np.array_equal(
-        series_reference_volume(data, "dwi", bvals=[0, 100, 200, 300]), data[..., 0]
+        series_reference_volume(data, "low_b_mean", bvals=[0, 100, 200, 300]), data[..., 0]
     )
     assert np.array_equal(
-        series_reference_volume(data, "dwi", bvals=[900, 1000, 100, 100]), data[..., 2:].mean(3)
+        series_reference_volume(data, "low_b_mean", bvals=[900, 1000, 100, 100]),
+        data[..., 2:].mean(3),
     )
     # relaxometry: the brightest (highest-SNR) volume, as a copy
-    for kind in ("vfa", "MESE", "megre", "irt1"):
-        ref = series_reference_volume(data, kind)
-        assert np.array_equal(ref, data[..., 1])
-        assert not np.shares_memory(ref, data)
-    with pytest.raises(QMRIInputError, match="unknown series kind 'T2map'"):
+    ref = series_reference_volume(data, "highest_snr")
+    assert np.array_equal(ref, data[..., 1])
+    assert not np.shares_memory(ref, data)
+    with pytest.raises(QMRIInputError, match="unknown reference rule 'T2map'"):
         series_reference_volume(data, "T2map")
     with pytest.raises(QMRIInputError, match="needs the b-values"):
-        series_reference_volume(data, "dwi")
+        series_reference_volume(data, "low_b_mean")
     with pytest.raises(QMRIInputError, match="3 b-values for 4 volumes"):
-        series_reference_volume(data, "dwi", bvals=[0, 500, 1000])
+        series_reference_volume(data, "low_b_mean", bvals=[0, 500, 1000])
     with pytest.raises(QMRIInputError, match="needs baseline_frames"):
-        series_reference_volume(data, "dce")
+        series_reference_volume(data, "baseline_mean")
     with pytest.raises(QMRIInputError, match="between 1 and 4"):
-        series_reference_volume(data, "dce", baseline_frames=0)
+        series_reference_volume(data, "baseline_mean", baseline_frames=0)
 
 
 def test_write_read_round_trip_and_trace(dwi, tmp_path):

@@ -16,8 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qmri.dce import parker_aif, signal_to_concentration
-from qmri.models.dce import ExtendedToftsModel, PatlakModel, ToftsModel
+from qmri.models.dce import (
+    ExtendedToftsModel,
+    PatlakModel,
+    ToftsModel,
+    parker_aif,
+    signal_to_concentration,
+)
 
 DATA = Path(__file__).parent / "data" / "osipi"
 TOL = {"Ktrans": (0.005, 0.1), "ve": (0.05, 0.0), "vp": (0.025, 0.0), "delay": (1.0, 0.0)}

@@ -14,6 +14,7 @@ import pytest
 
 from qmri.errors import QMRIInputError
 from qmri.phantom import write_phantom_dataset
+from qmri.registry import FITS
 from qmri.study import Study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def bids(tmp_path: Path) -> Path:
 
 
 def _study(bids: Path) -> Study:
-    return Study(bids, bids / "derivatives" / "labels")
+    return Study(bids, bids / "derivatives" / "labels", reference_suffix="T2w")
 
 
 def test_index_finds_sessions_baseline_and_fits(bids):
@@ -37,7 +38,7 @@ def test_index_finds_sessions_baseline_and_fits(bids):
     assert idx.baseline == "pre"
     assert idx.days["pre"] <= 0 < idx.days["fu1"]
     assert study.fits("01", "fu1") == ["vfa", "mese", "adc", "ivim", "dce"]
-    assert study.fits("01", "fu1", enabled=("vfa", "adc")) == ["vfa", "adc"]
+    assert study.fits("01", "fu1", [FITS["vfa"], FITS["adc"]]) == ["vfa", "adc"]
     assert len(study.series_files("01", "pre", "VFA")) == 5
     assert study.session_pairs() == [("01", "pre"), ("01", "fu1")]
 

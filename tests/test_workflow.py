@@ -495,7 +495,7 @@ def test_every_session_has_its_qc_figures(processed):
     from qmri.study import Study
 
     bids, out = processed
-    study = Study(bids, bids / "derivatives" / "labels")
+    study = Study(bids, bids / "derivatives" / "labels", reference_suffix="T2w")
     for subject, session in study.session_pairs():
         qc = out / f"sub-{subject}" / "qc" / f"ses-{session}"
         stem = f"sub-{subject}_ses-{session}"
@@ -585,3 +585,21 @@ def test_report_opens_in_headless_chromium_with_figures_on_its_first_page(proces
     # the rule graph's few coloured dots do not (measured: 6035 with the overview figures)
     saturated = pixels[(pixels.max(axis=1) - pixels.min(axis=1)) > 40]
     assert len(np.unique(saturated, axis=0)) > 1000
+
+
+@pytest.mark.slow
+def test_output_passes_the_bids_validator_as_a_derivative(processed):
+    """Issue #12: the output folder is a valid BIDS derivative dataset (official validator).
+
+    Files outside the BIDS schema (transforms, QC figures, tables, non-standard maps such as
+    Ktrans or fitmask) are listed in its ``.bidsignore`` (:func:`qmri.paths.bidsignore`); every
+    map sidecar has the keys BIDS requires (``SkullStripped``) as the types it requires.
+    """
+    from test_phantom import validate_bids
+
+    _, out = processed
+    report = validate_bids(out)
+    errors = [i for i in report["issues"]["issues"] if i["severity"] == "error"]
+    kinds = sorted({i["code"] for i in errors})
+    assert errors == [], f"{len(errors)} errors of kinds {kinds}, first: {errors[:3]}"
+    assert report["summary"]["dataTypes"], report["summary"]

@@ -1,4 +1,5 @@
-"""What every qmri model shares: the :class:`ModelFit` result and the masked, chunked voxel loop.
+"""What every qmri model shares: the :class:`Model` base, the :class:`ModelFit` result and the
+masked, chunked voxel loop.
 
 A model is configured once from acquisition parameters (flip angles, echo times, b-values) and
 is never changed by fitting, as in dipy's ``reconst``. ``model.fit(data, mask=...)`` takes data
@@ -6,33 +7,105 @@ with the measurements on the last axis, gathers the voxels inside the mask into 
 ``(n_vox, n_obs)`` array, hands it chunk by chunk to a vectorized *kernel* (a pure function on
 2-D arrays) and scatters the kernel's per-voxel parameters back into spatial maps with NaN
 everywhere the fit failed or that lies outside the mask (:func:`fit_voxelwise`).
+
+A new model is a subclass of :class:`Model` that declares
+
+* ``param_names`` and ``parameter_units`` (map names and units, data contract section 4),
+* ``volumes`` (the attribute holding one acquisition value per volume, and its name in error
+  messages), ``fit_class`` (its :class:`ModelFit` subclass, maps as properties made with
+  :func:`map_property`) and ``reference``,
+* its constructor settings as read-only attributes (:func:`setting`), from which
+  ``__repr__`` is built,
+* the property ``options`` (the settings recorded in the output sidecar) and either
+  ``algorithms`` (the fit method in words for each value of its ``method`` setting) or the
+  property ``algorithm``,
+* ``_kernel()`` (the vectorized fit of a chunk) and ``predict(params, **voxel_inputs)``.
+
+:meth:`Model.fit` does the rest: it checks the data, runs :func:`fit_voxelwise` and wraps its
+output into the Fit (:meth:`Model._make_fit`).
+
+The checks of the inputs (:func:`as_float_vector`, :func:`as_bvalues`, :func:`check_choice`,
+:func:`check_data`, ...) live in :mod:`qmri.models.checks` and are re-exported here.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from qmri.errors import QMRIInputError
 from qmri.fitting import DEFAULT_CHUNK_SIZE, chunked
+from qmri.models.checks import (
+    as_bvalues,
+    as_float_vector,
+    as_number,
+    check_choice,
+    check_data,
+    model_params,
+)
 from qmri.progress import chunk_progress
 
 __all__ = [
     "KernelOutput",
+    "Model",
     "ModelFit",
+    "VoxelwiseResult",
+    "as_bvalues",
     "as_float_vector",
+    "as_number",
+    "check_choice",
     "check_data",
     "fit_voxelwise",
+    "map_property",
+    "model_params",
+    "setting",
 ]
+
+#: Maps every fit has besides its parameters: goodness of fit and the fit-success mask.
+QUALITY_MAPS = ("R2", "fitmask")
+
+
+def map_property(name: str, doc: str) -> Any:
+    """A read-only :class:`ModelFit` property returning the map ``name``.
+
+    Parameters
+    ----------
+    name : str
+        Key in :attr:`ModelFit.maps` (contract naming, e.g. ``"T1"``).
+    doc : str
+        Docstring of the property: the quantity and its unit.
+
+    Returns
+    -------
+    property
+        Raises AttributeError when the fit has no such map (e.g. ``noisefloor`` of a fit
+        without a noise floor), so ``hasattr(fit, ...)`` tells whether it was fitted.
+    """
+
+    def get(self: ModelFit) -> np.ndarray:
+        try:
+            return self.maps[name]
+        except KeyError:
+            raise AttributeError(
+                f"this {type(self).__name__} has no {name!r} map (maps: {', '.join(self.maps)})"
+            ) from None
+
+    return property(get, doc=doc)
 
 
 @dataclass(frozen=True)
 class ModelFit:
     """Maps and provenance of one model fit.
+
+    Every model has a subclass that also exposes each map as a read-only property named with
+    its unit (``VFAFit.t1_s`` is ``maps["T1"]``, see :func:`map_property`): a float32 array of
+    the data's spatial shape, NaN where the fit failed or outside the mask (``fitmask``:
+    uint8). :attr:`params` holds the parameter maps that the model's ``predict`` takes.
 
     Attributes
     ----------
@@ -68,6 +141,9 @@ class ModelFit:
     options: dict[str, Any] = field(default_factory=dict)
     n_unconverged: int = 0
 
+    r2 = map_property("R2", "Goodness of fit (1; 0..1 on the signal scale).")
+    fitmask = map_property("fitmask", "Fit success (uint8; 1 = fitted, 0 = failed or not fitted).")
+
     def __getitem__(self, name: str) -> np.ndarray:
         return self.maps[name]
 
@@ -79,7 +155,14 @@ class ModelFit:
     @property
     def parameter_names(self) -> tuple[str, ...]:
         """Names of the parameter maps (everything except ``R2`` and ``fitmask``)."""
-        return tuple(k for k in self.maps if k not in ("R2", "fitmask"))
+        return tuple(k for k in self.maps if k not in QUALITY_MAPS)
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """Parameter maps by name (everything except ``R2`` and ``fitmask``), in the units of
+        :attr:`units`: what the model's ``predict`` takes, so that
+        ``model.predict(model.fit(data).params)`` is the fitted signal."""
+        return {k: v for k, v in self.maps.items() if k not in QUALITY_MAPS}
 
 
 class KernelOutput(NamedTuple):
@@ -95,61 +178,242 @@ class KernelOutput(NamedTuple):
         Fit succeeded and parameters are inside their physical bounds.
     converged : (n,) ndarray of bool, optional
         For iterative fits; None for closed-form fits.
+    extra : dict of str to (n, ...) ndarray, optional
+        Per-voxel outputs besides the maps (e.g. the diffusion tensor), returned by
+        :func:`fit_voxelwise` when asked for with ``outputs``; they do not decide success.
     """
 
     params: dict[str, NDArray[np.float64]]
     r2: NDArray[np.float64]
     ok: NDArray[np.bool_]
     converged: NDArray[np.bool_] | None = None
+    extra: dict[str, NDArray[np.float64]] | None = None
+
+
+class VoxelwiseResult(NamedTuple):
+    """What :func:`fit_voxelwise` returns (unpacks as ``maps, n_fitted, n_failed, n_unconverged``).
+
+    Attributes
+    ----------
+    maps : dict of str to ndarray
+        Parameter maps and ``R2`` (float32, NaN where not fitted), ``fitmask`` (uint8), and
+        any requested extra outputs (float32, spatial shape plus their own).
+    n_fitted, n_failed, n_unconverged : int
+        See :class:`ModelFit`.
+    """
+
+    maps: dict[str, np.ndarray]
+    n_fitted: int
+    n_failed: int
+    n_unconverged: int
 
 
 #: ``kernel(signal (n, n_obs) float64, **voxel_inputs (n,) float64) -> KernelOutput``
 Kernel = Callable[..., KernelOutput]
 
 
-def as_float_vector(values: ArrayLike, name: str) -> NDArray[np.float64]:
-    """Return ``values`` as a read-only, finite, 1-D float64 array, else QMRIInputError."""
-    try:
-        arr = np.array(values, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise QMRIInputError(f"{name} must be a list of numbers, got {values!r}") from None
-    if arr.size == 0:
-        raise QMRIInputError(f"no {name} were given")
-    if not np.isfinite(arr).all():
-        raise QMRIInputError(f"{name} must be finite numbers, got {arr.tolist()}")
-    arr.flags.writeable = False
-    return arr
+class _Setting:
+    """Read-only model setting stored by the constructor as ``self._<name>``."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self._attr = ""
+        self._name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+        self._attr = "_" + name
+
+    def __get__(self, obj: object, objtype: type | None = None) -> Any:
+        return self if obj is None else getattr(obj, self._attr)
+
+    def __set__(self, obj: object, value: object) -> None:
+        raise AttributeError(
+            f"{type(obj).__name__}.{self._name} is read-only: configure a new model instead"
+        )
 
 
-def check_data(data: ArrayLike, n_expected: int, what: str) -> np.ndarray:
-    """Check that ``data`` is real, numeric and has ``n_expected`` volumes on its last axis.
+def setting(doc: str) -> Any:
+    """A read-only model attribute for a constructor setting (stored as ``self._<name>``).
 
     Parameters
     ----------
-    data : array_like, shape (..., n_obs)
-        Image data, measurements last (a single voxel may be 1-D).
-    n_expected : int
-        Number of acquisition parameters the model was built with.
-    what : str
-        Their name in the error message, e.g. ``"flip angles"``.
+    doc : str
+        Docstring of the attribute: the setting and its unit.
 
-    Returns
-    -------
-    ndarray
-        ``data`` as an array (not copied or converted).
+    Examples
+    --------
+    >>> class Toy(Model):
+    ...     tr_s = setting("Repetition time (s).")
+    ...     def __init__(self, tr_s: float) -> None:
+    ...         self._tr_s = float(tr_s)
+    >>> Toy(0.01)
+    Toy(tr_s=0.01)
     """
-    arr = np.asarray(data)
-    if arr.ndim == 0:
-        raise QMRIInputError("data must have at least one axis (the measurements)")
-    if arr.dtype == np.bool_ or not (
-        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
-    ):
-        raise QMRIInputError(f"data must be real numbers, got dtype {arr.dtype}")
-    if arr.shape[-1] != n_expected:
-        raise QMRIInputError(
-            f"data has {arr.shape[-1]} volumes but {n_expected} {what} were given"
+    return _Setting(doc)
+
+
+#: The Fit class of a model.
+FitT = TypeVar("FitT", bound=ModelFit)
+
+
+def _repr_value(value: object) -> str:
+    return repr(value.tolist()) if isinstance(value, np.ndarray) else repr(value)
+
+
+class Model(Generic[FitT]):
+    """Base class of the qmri models (dipy ``reconst`` style).
+
+    A model is configured once from acquisition parameters and options, validated by its
+    constructor; :meth:`fit` fits every voxel of a data array at once (vectorized, in chunks)
+    and returns a :attr:`fit_class` instance. Fitting never changes the model.
+
+    Subclasses declare the class attributes below, their constructor settings with
+    :func:`setting`, the property :attr:`options`, :attr:`algorithms` or the property
+    :attr:`algorithm`, the method ``_kernel()`` and ``predict(params, **voxel_inputs)``.
+
+    Attributes
+    ----------
+    param_names : tuple of str
+        Parameter maps of a fit, in map order (a subclass may make it a property when it
+        depends on the settings).
+    parameter_units : dict of str to str
+        Unit of every parameter map the model can produce.
+    fit_class : type
+        The :class:`ModelFit` subclass :meth:`fit` returns.
+    volumes : (str, str)
+        Attribute holding one acquisition value per volume (e.g. ``"echo_times_s"``) and its
+        name in error messages (``"echo times"``).
+    reference : str
+        Citation of the model / method, for the output sidecar.
+    algorithms : dict of str to str
+        The fit method in words by the value of the model's ``method`` setting (what
+        :attr:`algorithm` returns); empty for a model that defines :attr:`algorithm` itself.
+    default_chunk_size : int
+        Voxels per kernel call when :meth:`fit` is not given ``chunk_size``.
+    fit_outputs : dict of str to tuple of int
+        Per-voxel kernel outputs besides the maps (``KernelOutput.extra``) by their trailing
+        shape; each is passed to :attr:`fit_class` as the field of that name.
+    """
+
+    param_names: ClassVar[tuple[str, ...]] = ()
+    parameter_units: ClassVar[Mapping[str, str]] = {}
+    fit_class: type[FitT]
+    volumes: ClassVar[tuple[str, str]] = ("", "volumes")
+    reference: ClassVar[str] = ""
+    algorithms: ClassVar[Mapping[str, str]] = {}
+    default_chunk_size: ClassVar[int] = DEFAULT_CHUNK_SIZE
+    fit_outputs: ClassVar[Mapping[str, tuple[int, ...]]] = {}
+
+    @property
+    def units(self) -> dict[str, str]:
+        """Unit of every output map (data contract section 4), ``R2`` and ``fitmask`` included."""
+        units = {name: self.parameter_units[name] for name in self.param_names}
+        return {**units, "R2": "1", "fitmask": "1"}
+
+    @property
+    def n_volumes(self) -> int:
+        """Number of volumes the data must have on its last axis."""
+        return len(getattr(self, self.volumes[0]))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Every model setting (JSON-serialisable), recorded in the fit and its sidecar."""
+        raise NotImplementedError
+
+    @property
+    def algorithm(self) -> str:
+        """Fit method in words, for the output sidecar: :attr:`algorithms` of ``method``."""
+        if not self.algorithms:
+            raise NotImplementedError(f"{type(self).__name__} declares no algorithms")
+        return self.algorithms[self.method]  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        names = [
+            p.name
+            for p in inspect.signature(type(self).__init__).parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        settings = ", ".join(f"{n}={_repr_value(getattr(self, n))}" for n in names)
+        return f"{type(self).__name__}({settings})"
+
+    def _kernel(self) -> Kernel:
+        """The vectorized fit of one chunk of voxels (see :func:`fit_voxelwise`)."""
+        raise NotImplementedError
+
+    def fit(
+        self, data: ArrayLike, *, mask: ArrayLike | None = None, chunk_size: int | None = None
+    ) -> FitT:
+        """Fit every voxel.
+
+        Parameters
+        ----------
+        data : array_like, shape (..., n_volumes)
+            Images with one volume per acquisition value (flip angle, echo time, b-value, ...)
+            on the last axis, in the order the model was given them; a single voxel may be
+            1-D. Integer or float data (converted to float64 one chunk at a time).
+        mask : array_like, shape data.shape[:-1], optional
+            Voxels to fit (non-zero); default all.
+        chunk_size : int, optional
+            Voxels fitted together, default :attr:`default_chunk_size` (speed and memory only;
+            results do not depend on it).
+
+        Returns
+        -------
+        ModelFit
+            An instance of :attr:`fit_class`: the maps of :attr:`param_names` in the units of
+            :attr:`units`, ``R2`` and ``fitmask``.
+        """
+        return self._fit(data, mask=mask, chunk_size=chunk_size)
+
+    def _fit(
+        self,
+        data: ArrayLike,
+        *,
+        mask: ArrayLike | None,
+        chunk_size: int | None,
+        voxel_inputs: Mapping[str, ArrayLike | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> FitT:
+        """:meth:`fit` with the model's voxel inputs (e.g. ``b1``) and fit-time options."""
+        arr = check_data(data, self.n_volumes, self.volumes[1])
+        result = fit_voxelwise(
+            self._kernel(),
+            arr,
+            self.param_names,
+            mask=mask,
+            voxel_inputs=voxel_inputs,
+            chunk_size=self.default_chunk_size if chunk_size is None else chunk_size,
+            outputs=self.fit_outputs,
         )
-    return arr
+        return self._make_fit(result, options=options)
+
+    def _make_fit(
+        self,
+        result: VoxelwiseResult,
+        *,
+        options: dict[str, Any] | None = None,
+        algorithm: str | None = None,
+    ) -> FitT:
+        """Wrap the output of :func:`fit_voxelwise` into a :attr:`fit_class` instance.
+
+        ``options`` and ``algorithm`` default to the model's :attr:`options` and
+        :attr:`algorithm`; the arrays of :attr:`fit_outputs` move from the maps to the fields
+        of the same name.
+        """
+        maps = dict(result.maps)
+        extra = {name: maps.pop(name) for name in self.fit_outputs}
+        return self.fit_class(
+            maps=maps,
+            units=self.units,
+            n_fitted=result.n_fitted,
+            n_failed=result.n_failed,
+            algorithm=self.algorithm if algorithm is None else algorithm,
+            reference=self.reference,
+            options=self.options if options is None else options,
+            n_unconverged=result.n_unconverged,
+            **extra,
+        )
 
 
 def _spatial_array(values: ArrayLike, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -189,7 +453,8 @@ def fit_voxelwise(
     voxel_inputs: Mapping[str, ArrayLike] | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     desc: str | None = None,
-) -> tuple[dict[str, np.ndarray], int, int, int]:
+    outputs: Mapping[str, tuple[int, ...]] | None = None,
+) -> VoxelwiseResult:
     """Run ``kernel`` on the voxels in ``mask``, chunk by chunk, and scatter the results back.
 
     Voxels whose signal (or any voxel input) is not finite are failures and are not passed to
@@ -215,12 +480,15 @@ def fit_voxelwise(
     desc : str, optional
         Name shown in the progress bar / log lines (:func:`qmri.progress.chunk_progress`);
         default: the fitted parameters.
+    outputs : mapping of str to tuple of int, optional
+        Extra kernel outputs (``KernelOutput.extra``) by their trailing shape, scattered like
+        the maps (float32, NaN where the fit failed) into ``maps`` under their names.
 
     Returns
     -------
-    maps : dict of str to ndarray
-        Parameter maps and ``R2`` (float32, NaN where not fitted), ``fitmask`` (uint8).
-    n_fitted, n_failed, n_unconverged : int
+    VoxelwiseResult
+        ``(maps, n_fitted, n_failed, n_unconverged)``: parameter maps and ``R2`` (float32, NaN
+        where not fitted), ``fitmask`` (uint8), and the ``outputs``.
     """
     desc = desc or "fit " + ", ".join(param_names)
     spatial = data.shape[:-1]
@@ -237,6 +505,10 @@ def fit_voxelwise(
 
     out = {name: np.full(n_total, np.nan, dtype=np.float32) for name in (*param_names, "R2")}
     fitmask = np.zeros(n_total, dtype=np.uint8)
+    extra_out = {
+        name: np.full((n_total, *shape), np.nan, dtype=np.float32)
+        for name, shape in (outputs or {}).items()
+    }
     n_unconverged = 0
     n_chunks = -(-voxels.size // chunk_size)
     parts = chunked(voxels.size, chunk_size)
@@ -265,11 +537,15 @@ def fit_voxelwise(
         for name in param_names:
             out[name][sel] = res.params[name][ok]
         out["R2"][sel] = res.r2[ok]
+        for name, arr in extra_out.items():
+            arr[sel] = (res.extra or {})[name][ok]
         fitmask[sel] = 1
         if res.converged is not None:
             n_unconverged += int(np.count_nonzero(ok & ~res.converged))
     maps: dict[str, np.ndarray] = {name: arr.reshape(spatial) for name, arr in out.items()}
     maps["fitmask"] = fitmask.reshape(spatial)
+    for name, arr in extra_out.items():
+        maps[name] = arr.reshape(*spatial, *arr.shape[1:])
     n_fitted = int(voxels.size)
     n_failed = n_fitted - int(np.count_nonzero(fitmask))
-    return maps, n_fitted, n_failed, n_unconverged
+    return VoxelwiseResult(maps, n_fitted, n_failed, n_unconverged)

@@ -3,10 +3,11 @@ r"""Apparent diffusion coefficient (ADC) from diffusion-weighted images.
 .. math:: S(b) = S_0 \, e^{-b \, \mathrm{ADC}}
 
 fitted by weighted linear least squares on :math:`\ln S` (weights :math:`S^2`,
-:func:`qmri.fitting.loglinear_wls`) over the volumes with ``b_min <= b <= b_max``. Raising
-``b_min`` to about 200 s/mm^2 leaves out the fast pseudo-diffusion (perfusion, IVIM) signal, so
-the ADC approaches the tissue diffusion coefficient; ``S0`` is then the intercept extrapolated to
-b = 0, not the measured b = 0 signal.
+:func:`qmri.fitting.loglinear_wls`) over the shells with ``b_min <= b <= b_max`` (by default
+200 and 1000 s/mm^2, the workflow's defaults; a shell's b-value is the mean of its volumes',
+see below). A ``b_min`` of about 200 s/mm^2 leaves out the
+fast pseudo-diffusion (perfusion, IVIM) signal, so the ADC approaches the tissue diffusion
+coefficient; ``S0`` is then the intercept extrapolated to b = 0, not the measured b = 0 signal.
 
 Several diffusion directions at one b-value are all used. Volumes whose b-values differ by at
 most :data:`SHELL_TOLERANCE` (2 %, relative) form one shell (scanners report slightly different
@@ -22,16 +23,35 @@ is then computed on the direction-averaged signal of each shell.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from qmri.errors import QMRIInputError
-from qmri.fitting import DEFAULT_CHUNK_SIZE, loglinear_wls, r_squared, weighted_line_fit
-from qmri.models.base import KernelOutput, ModelFit, as_float_vector, check_data, fit_voxelwise
+from qmri.fitting import loglinear_wls, r_squared, weighted_line_fit
+from qmri.models.base import (
+    Kernel,
+    KernelOutput,
+    Model,
+    ModelFit,
+    as_bvalues,
+    map_property,
+    model_params,
+    setting,
+)
 
-__all__ = ["ADC_BOUNDS_MM2_S", "SHELL_TOLERANCE", "ADCModel", "adc_signal", "group_shells"]
+__all__ = [
+    "ADC_BOUNDS_MM2_S",
+    "SHELL_TOLERANCE",
+    "ADCFit",
+    "ADCModel",
+    "adc_signal",
+    "group_shells",
+    "shell_average",
+    "shell_members",
+]
 
 #: Relative tolerance under which neighbouring b-values belong to one shell (see
 #: :func:`group_shells`).
@@ -91,6 +111,67 @@ def group_shells(
     return shells, shell_of
 
 
+def shell_members(
+    bvals_s_per_mm2: ArrayLike,
+) -> tuple[NDArray[np.float64], NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]]:
+    """The shells of :func:`group_shells` with the volume-to-shell membership matrix.
+
+    Parameters
+    ----------
+    bvals_s_per_mm2 : (n,) array_like
+        b-value of every volume (s/mm^2).
+
+    Returns
+    -------
+    shells : (n_shells,) ndarray
+        Mean b-value of each shell (s/mm^2), increasing.
+    shell_of : (n,) ndarray of int
+        Shell index of every volume.
+    member : (n, n_shells) ndarray
+        1 where a volume belongs to a shell, else 0.
+    n_per_shell : (n_shells,) ndarray
+        Number of volumes of each shell (float).
+    """
+    shells, shell_of = group_shells(bvals_s_per_mm2)
+    member = np.zeros((shell_of.size, shells.size))
+    member[np.arange(shell_of.size), shell_of] = 1.0
+    return shells, shell_of, member, member.sum(axis=0)
+
+
+def shell_average(
+    signal: NDArray[np.float64], member: NDArray[np.float64], n_per_shell: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]:
+    r"""Per-shell signal of several volumes (directions, averages) per b-value.
+
+    Parameters
+    ----------
+    signal : (n_vox, n) ndarray
+        Signal of every volume (a.u.).
+    member, n_per_shell : ndarray
+        Membership matrix and volumes per shell, from :func:`shell_members`.
+
+    Returns
+    -------
+    log_mean : (n_vox, n_shells) ndarray
+        :math:`\langle \ln S \rangle` over each shell's volumes, non-positive samples counted
+        as :math:`\ln S = 0` (meaningful only where ``complete``).
+    complete : (n_vox, n_shells) ndarray of bool
+        Every volume of the shell has positive signal.
+    mean : (n_vox, n_shells) ndarray
+        The trace-weighted (geometric mean) signal where ``complete``, the arithmetic mean
+        elsewhere (a.u.).
+    """
+    pos = signal > 0
+    logs = np.log(signal, out=np.zeros_like(signal), where=pos)
+    log_mean = np.einsum("ij,jk->ik", logs, member / n_per_shell)
+    complete = np.einsum("ij,jk->ik", (~pos).astype(np.float64), member) == 0
+    with np.errstate(over="ignore"):
+        mean = np.where(
+            complete, np.exp(log_mean), np.einsum("ij,jk->ik", signal, member / n_per_shell)
+        )
+    return log_mean, complete, mean
+
+
 def adc_signal(s0: ArrayLike, adc_mm2_s: ArrayLike, bvals_s_per_mm2: ArrayLike) -> np.ndarray:
     r"""Mono-exponential diffusion signal :math:`S = S_0 e^{-b\,ADC}`, shape ``(..., n_b)``.
 
@@ -108,146 +189,118 @@ def adc_signal(s0: ArrayLike, adc_mm2_s: ArrayLike, bvals_s_per_mm2: ArrayLike) 
     return s0 * np.exp(-np.asarray(bvals_s_per_mm2, dtype=np.float64) * adc)
 
 
-class ADCModel:
+class ADCFit(ModelFit):
+    """Result of :meth:`ADCModel.fit`: the maps as properties."""
+
+    adc_mm2_s = map_property("ADC", "Apparent diffusion coefficient (mm^2/s).")
+    s0 = map_property("S0", "Signal extrapolated to b = 0 (a.u.).")
+
+
+class ADCModel(Model[ADCFit]):
     """Mono-exponential ADC model.
 
     Parameters
     ----------
     bvals_s_per_mm2 : sequence of float
         b-value of every volume (s/mm^2), >= 0; repeated values (several directions) allowed.
-    b_min : float, default 0
-        Smallest b-value used (s/mm^2).
-    b_max : float, optional
-        Largest b-value used (s/mm^2); default: all. ``b_min`` and ``b_max`` select volumes
-        (inclusive) before shells are formed; e.g. ``b_min=200`` for a perfusion-insensitive ADC.
+    b_min : float, default 200
+        Smallest b-value used (s/mm^2); 200 leaves out the fast pseudo-diffusion (perfusion)
+        signal (the workflow's ``adc.b_min``). ``b_min=0`` starts at the lowest b-value.
+    b_max : float or None, default 1000
+        Largest b-value used (s/mm^2; the workflow's ``adc.b_max``); ``None`` uses every
+        b-value from ``b_min`` up. ``b_min`` and ``b_max`` select whole shells (inclusive), by
+        the shell's mean b-value (:func:`group_shells`): a nominal b = 1000 shell whose
+        directions report 987-1003 s/mm^2 is used whole with ``b_max=1000``, not split.
+        ``b_min=0, b_max=None`` fits every volume.
 
     Notes
     -----
-    Maps: ``ADC`` (mm^2/s), ``S0`` (a.u.), ``R2`` (1), ``fitmask`` (1). With several
-    directions per shell the ADC is the trace ADC (mean diffusivity for a uniform direction set;
-    see the module description). Volumes with
-    non-positive signal get weight 0 (no logarithm of them is taken). A voxel fails when its data
-    are not finite, fewer than two distinct b-values carry positive signal, the ADC lies outside
-    :data:`ADC_BOUNDS_MM2_S`, or S0 is not finite.
+    Maps (:class:`ADCFit`): ``ADC`` (mm^2/s), ``S0`` (a.u.), ``R2`` (1), ``fitmask`` (1). With
+    several directions per shell the ADC is the trace ADC (mean diffusivity for a uniform
+    direction set; see the module description). Volumes with non-positive signal get weight 0
+    (no logarithm of them is taken). A voxel fails when its data are not finite, fewer than two
+    distinct b-values carry positive signal, the ADC lies outside :data:`ADC_BOUNDS_MM2_S`, or
+    S0 is not finite.
     """
 
-    param_names: ClassVar[tuple[str, str]] = ("ADC", "S0")
+    param_names = ("ADC", "S0")
+    parameter_units: ClassVar[dict[str, str]] = {"ADC": "mm^2/s", "S0": "a.u."}
+    fit_class = ADCFit
+    volumes = ("bvals_s_per_mm2", "b-values")
+    reference = _REFERENCE
+    algorithm = _ALGORITHM
+
+    bvals_s_per_mm2 = setting("b-value of every volume (s/mm^2), read-only array.")
+    b_min = setting("Smallest b-value used (s/mm^2).")
+    b_max = setting("Largest b-value used (s/mm^2), or None (no upper limit).")
 
     def __init__(
         self,
         bvals_s_per_mm2: ArrayLike,
         *,
-        b_min: float = 0.0,
-        b_max: float | None = None,
+        b_min: float = 200.0,
+        b_max: float | None = 1000.0,
     ) -> None:
-        b = as_float_vector(bvals_s_per_mm2, "b-values")
-        if np.any(b < 0):
-            raise QMRIInputError(f"b-values must be >= 0 (s/mm^2), got {b.tolist()}")
-        if b.max() > 1e5:
-            raise QMRIInputError(f"b-value of {b.max():g} is implausible: give b-values in s/mm^2")
+        b = as_bvalues(bvals_s_per_mm2)
         b_min = float(b_min)
         b_max_f = np.inf if b_max is None else float(b_max)
         if not np.isfinite(b_min) or b_min < 0:
             raise QMRIInputError(f"b_min must be >= 0 (s/mm^2), got {b_min:g}")
         if b_max_f < b_min:
             raise QMRIInputError(f"b_max ({b_max_f:g}) is smaller than b_min ({b_min:g})")
-        used = (b >= b_min) & (b <= b_max_f)
+        shells, shell_of = group_shells(b)
+        used = ((shells >= b_min) & (shells <= b_max_f))[shell_of]
         if np.unique(b[used]).size < 2 or group_shells(b[used])[0].size < 2:
             raise QMRIInputError(
                 f"an ADC fit needs at least 2 different b-values in [{b_min:g}, {b_max_f:g}] "
                 f"s/mm^2, got {sorted(set(b[used].tolist()))}"
             )
         used.flags.writeable = False
-        self._bvals = b
+        self._bvals_s_per_mm2 = b
         self._b_min = b_min
         self._b_max = None if b_max is None else b_max_f
         self._used = used
 
     @property
-    def bvals_s_per_mm2(self) -> NDArray[np.float64]:
-        """b-value of every volume (s/mm^2), read-only."""
-        return self._bvals
-
-    @property
-    def b_min(self) -> float:
-        return self._b_min
-
-    @property
-    def b_max(self) -> float | None:
-        return self._b_max
-
-    @property
     def used_volumes(self) -> NDArray[np.bool_]:
-        """Boolean selector of the volumes that enter the fit."""
+        """Boolean selector of the volumes that enter the fit, read-only."""
         return self._used
 
     @property
-    def units(self) -> dict[str, str]:
-        """Unit of every output map (data contract section 4)."""
-        return {"ADC": "mm^2/s", "S0": "a.u.", "R2": "1", "fitmask": "1"}
+    def options(self) -> dict[str, Any]:
+        return {
+            "bvals_s_per_mm2": self._bvals_s_per_mm2.tolist(),
+            "b_min": self._b_min,
+            "b_max": self._b_max,
+            "volumes_used": int(self._used.sum()),
+            "adc_bounds_mm2_s": list(ADC_BOUNDS_MM2_S),
+        }
 
-    def __repr__(self) -> str:
-        return (
-            f"ADCModel(bvals_s_per_mm2={self._bvals.tolist()}, b_min={self._b_min}, "
-            f"b_max={self._b_max})"
-        )
+    def predict(self, params: Mapping[str, ArrayLike]) -> NDArray[np.float64]:
+        """Signal of every volume, shape ``(..., n_b)``, of the ``"ADC"`` (mm^2/s) and ``"S0"``
+        (a.u.) maps in ``params`` (e.g. :attr:`ADCFit.params`); every volume, also those
+        outside ``[b_min, b_max]``."""
+        adc, s0 = model_params(params, "ADC", "S0")
+        return adc_signal(s0, adc, self._bvals_s_per_mm2)
 
-    def predict(self, adc_mm2_s: ArrayLike, s0: ArrayLike) -> np.ndarray:
-        """Signal of every volume for given ADC (mm^2/s) and S0, shape ``(..., n_b)``."""
-        return adc_signal(s0, adc_mm2_s, self._bvals)
-
-    def fit(
-        self,
-        data: ArrayLike,
-        *,
-        mask: ArrayLike | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ) -> ModelFit:
-        """Fit ADC and S0 in every voxel.
-
-        Parameters
-        ----------
-        data : array_like, shape (..., n_b)
-            Diffusion-weighted magnitude images, one volume per b-value (a voxel may be 1-D).
-        mask : array_like, shape data.shape[:-1], optional
-            Voxels to fit (non-zero); default all.
-        chunk_size : int
-            Voxels fitted together (memory bound only).
-
-        Returns
-        -------
-        ModelFit
-            Maps ``ADC`` (mm^2/s), ``S0`` (a.u.), ``R2``, ``fitmask``.
-        """
-        arr = check_data(data, self._bvals.size, "b-values")
+    def _kernel(self) -> Kernel:
         used = self._used
-        b = self._bvals[used]
+        b = self._bvals_s_per_mm2[used]
         all_used = bool(used.all())
-        shells, shell_of = group_shells(b)
+        shells, _, member, n_dirs = shell_members(b)
         one_per_shell = shells.size == b.size
-        member = np.zeros((b.size, shells.size))
-        member[np.arange(b.size), shell_of] = 1.0
-        n_dirs = member.sum(axis=0)
 
         def kernel(y_all: NDArray[np.float64]) -> KernelOutput:
             y = y_all if all_used else y_all[:, used]
             if one_per_shell:
                 log_s0, adc, ok = loglinear_wls(y, b)
             else:  # geometric mean over the directions of each shell, then a WLS line
-                pos = y > 0
-                log_mean = np.einsum(
-                    "ij,jk->ik", np.log(y, out=np.zeros_like(y), where=pos), member / n_dirs
-                )
-                complete = np.einsum("ij,jk->ik", (~pos).astype(np.float64), member) == 0
+                # (R2 on the direction-averaged, trace, signal of each shell)
+                log_mean, complete, y = shell_average(y, member, n_dirs)
                 with np.errstate(over="ignore"):
                     w = np.where(complete, n_dirs * np.exp(2.0 * log_mean), 0.0)
                 log_s0, slope, ok = weighted_line_fit(shells, log_mean, w)
                 adc = -slope
-                # goodness of fit on the direction-averaged (trace) signal of each shell
-                with np.errstate(over="ignore"):
-                    y = np.where(
-                        complete, np.exp(log_mean), np.einsum("ij,jk->ik", y, member / n_dirs)
-                    )
             with np.errstate(over="ignore", invalid="ignore"):
                 s0 = np.exp(log_s0)
                 pred = s0[:, None] * np.exp(-(b if one_per_shell else shells) * adc[:, None])
@@ -255,21 +308,4 @@ class ADCModel:
             ok &= np.isfinite(s0) & (s0 > 0)
             return KernelOutput({"ADC": adc, "S0": s0}, r_squared(y, pred), ok)
 
-        maps, n_fitted, n_failed, _ = fit_voxelwise(
-            kernel, arr, self.param_names, mask=mask, chunk_size=chunk_size
-        )
-        return ModelFit(
-            maps=maps,
-            units=self.units,
-            n_fitted=n_fitted,
-            n_failed=n_failed,
-            algorithm=_ALGORITHM,
-            reference=_REFERENCE,
-            options={
-                "bvals_s_per_mm2": self._bvals.tolist(),
-                "b_min": self._b_min,
-                "b_max": self._b_max,
-                "volumes_used": int(used.sum()),
-                "adc_bounds_mm2_s": list(ADC_BOUNDS_MM2_S),
-            },
-        )
+        return kernel

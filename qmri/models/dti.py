@@ -18,17 +18,30 @@ Eigenvalues :math:`\lambda_1 \ge \lambda_2 \ge \lambda_3` come from
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from qmri.errors import QMRIInputError
 from qmri.fitting import r_squared
-from qmri.models.base import KernelOutput, ModelFit, as_float_vector, check_data, fit_voxelwise
+from qmri.models.base import (
+    Kernel,
+    KernelOutput,
+    Model,
+    ModelFit,
+    as_bvalues,
+    check_choice,
+    map_property,
+    model_params,
+    setting,
+)
 from qmri.models.diffusion import ADC_BOUNDS_MM2_S
 
-__all__ = ["B0_THRESHOLD", "DTI_CHUNK_SIZE", "DTIModel", "tensor_signal"]
+__all__ = ["B0_THRESHOLD", "DTI_CHUNK_SIZE", "DTIFit", "DTIModel", "tensor_signal"]
 
 _METHODS = ("WLS", "OLS")
 #: Voxels per kernel call: with ~65 volumes, chunks of this size keep the temporaries in the CPU
@@ -38,6 +51,11 @@ DTI_CHUNK_SIZE = 8192
 B0_THRESHOLD = 50.0
 #: Scale of the design matrix: tensor elements are solved in 1e-3 mm^2/s (well conditioned).
 _B_SCALE = 1e-3
+#: Tensor elements kept by a fit, Dxx, Dyy, Dzz, Dxy, Dxz, Dyz: their rows and columns, and
+#: the element of every tensor entry.
+_ELEMENT_ROWS = np.array([0, 1, 2, 0, 0, 1])
+_ELEMENT_COLS = np.array([0, 1, 2, 1, 2, 2])
+_TENSOR_FROM_ELEMENTS = np.array([[0, 3, 4], [3, 1, 5], [4, 5, 2]])
 _ALGORITHMS = {
     "WLS": "log-linear weighted least squares (weights from an OLS prediction, S_hat^2)",
     "OLS": "log-linear ordinary least squares",
@@ -88,13 +106,78 @@ def tensor_signal(
     ev = np.asarray(evecs, dtype=np.float64)
     lam = np.asarray(evals_mm2_s, dtype=np.float64)
     tensor = np.einsum("...ij,...j,...kj->...ik", ev, lam, ev)
+    return _tensor_signal(s0, tensor, bvals_s_per_mm2, bvecs)
+
+
+def _tensor_signal(
+    s0: ArrayLike, tensor_mm2_s: ArrayLike, bvals_s_per_mm2: ArrayLike, bvecs: ArrayLike
+) -> NDArray[np.float64]:
+    """:func:`tensor_signal` of the tensors (..., 3, 3) themselves."""
+    tensor = np.asarray(tensor_mm2_s, dtype=np.float64)
     g = np.asarray(bvecs, dtype=np.float64)
     adc = np.einsum("ni,...ij,nj->...n", g, tensor, g)
     b = np.asarray(bvals_s_per_mm2, dtype=np.float64)
     return np.asarray(s0, dtype=np.float64)[..., None] * np.exp(-b * adc)
 
 
-class DTIModel:
+@dataclass(frozen=True, kw_only=True)
+class DTIFit(ModelFit):
+    """Result of :meth:`DTIModel.fit`: the scalar maps and the fitted tensor as properties.
+
+    Attributes
+    ----------
+    tensor_elements_mm2_s : ndarray, shape (..., 6)
+        The fitted tensor's elements ``Dxx, Dyy, Dzz, Dxy, Dxz, Dyz`` (mm^2/s), float32; NaN
+        where the fit failed or outside the mask. Not a map: not written by the map writers.
+    """
+
+    tensor_elements_mm2_s: np.ndarray = field(repr=False)
+
+    fa = map_property("FA", "Fractional anisotropy (1; 0..1).")
+    md_mm2_s = map_property("MD", "Mean diffusivity (mm^2/s), mean of the eigenvalues.")
+    ad_mm2_s = map_property("AD", "Axial diffusivity (mm^2/s), the largest eigenvalue.")
+    rd_mm2_s = map_property("RD", "Radial diffusivity (mm^2/s), mean of the two smaller ones.")
+    s0 = map_property("S0", "Signal at b = 0 (a.u.).")
+
+    @property
+    def tensor_mm2_s(self) -> np.ndarray:
+        """Fitted diffusion tensor (mm^2/s), shape ``(..., 3, 3)``, float32; NaN where failed."""
+        return self.tensor_elements_mm2_s[..., _TENSOR_FROM_ELEMENTS]
+
+    @cached_property
+    def _eigen(self) -> tuple[np.ndarray, np.ndarray]:
+        tensor = self.tensor_mm2_s.astype(np.float64)
+        ok = np.isfinite(tensor).all(axis=(-2, -1))
+        evals = np.full(tensor.shape[:-1], np.nan, dtype=np.float32)
+        evecs = np.full(tensor.shape, np.nan, dtype=np.float32)
+        lam, vec = np.linalg.eigh(tensor[ok])  # ascending
+        evals[ok] = lam[:, ::-1]
+        evecs[ok] = vec[:, :, ::-1]
+        return evals, evecs
+
+    @property
+    def evals_mm2_s(self) -> np.ndarray:
+        """Eigenvalues of the tensor, largest first (mm^2/s), shape ``(..., 3)``, float32.
+
+        Computed from the float32 :attr:`tensor_mm2_s`, so they may differ from ``AD`` and
+        the other maps (computed in float64) in the last float32 digit.
+        """
+        return self._eigen[0]
+
+    @property
+    def evecs(self) -> np.ndarray:
+        """Unit eigenvectors as columns, in the order of :attr:`evals_mm2_s`, shape
+        ``(..., 3, 3)``, float32 (each column's sign is arbitrary)."""
+        return self._eigen[1]
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """The parameter maps plus ``"tensor"`` (:attr:`tensor_mm2_s`): what
+        :meth:`DTIModel.predict` takes."""
+        return {**super().params, "tensor": self.tensor_mm2_s}
+
+
+class DTIModel(Model[DTIFit]):
     """Diffusion tensor model fitted by (weighted) linear least squares on the log signal.
 
     Parameters
@@ -110,8 +193,9 @@ class DTIModel:
 
     Notes
     -----
-    Maps: ``FA`` (0..1), ``MD``, ``AD``, ``RD`` (mm^2/s), ``S0`` (a.u.), ``R2`` (1, signal
-    scale), ``fitmask`` (1). At least 6 non-collinear diffusion directions are required.
+    Maps (:class:`DTIFit`): ``FA`` (0..1), ``MD``, ``AD``, ``RD`` (mm^2/s), ``S0`` (a.u.),
+    ``R2`` (1, signal scale), ``fitmask`` (1); the fitted tensor is
+    :attr:`DTIFit.tensor_mm2_s` (with its eigen-decomposition), not a map. At least 6 non-collinear diffusion directions are required.
     Non-positive samples get weight 0 (WLS) or are replaced by the smallest positive sample of
     the voxel (OLS and the WLS first pass), never passed to a logarithm. A voxel fails when its
     data are not finite, fewer than 7 volumes carry positive signal, an eigenvalue lies outside
@@ -119,18 +203,30 @@ class DTIModel:
     tensor), or FA falls outside 0..1; no eigenvalue is clipped.
     """
 
-    param_names: ClassVar[tuple[str, ...]] = ("FA", "MD", "AD", "RD", "S0")
+    param_names = ("FA", "MD", "AD", "RD", "S0")
+    parameter_units: ClassVar[dict[str, str]] = {
+        "FA": "1",
+        "MD": "mm^2/s",
+        "AD": "mm^2/s",
+        "RD": "mm^2/s",
+        "S0": "a.u.",
+    }
+    fit_class = DTIFit
+    volumes = ("bvals_s_per_mm2", "b-values")
+    reference = _REFERENCE
+    algorithms = _ALGORITHMS
+    default_chunk_size = DTI_CHUNK_SIZE
+    fit_outputs: ClassVar[dict[str, tuple[int, ...]]] = {"tensor_elements_mm2_s": (6,)}
+
+    bvals_s_per_mm2 = setting("b-value of every volume (s/mm^2), read-only array.")
+    bvecs = setting("Unit gradient directions (n, 3), zero for b <= 50 s/mm^2, read-only array.")
+    method = setting('``"WLS"`` or ``"OLS"``.')
 
     def __init__(
         self, bvals_s_per_mm2: ArrayLike, bvecs: ArrayLike, *, method: str = "WLS"
     ) -> None:
-        b = as_float_vector(bvals_s_per_mm2, "b-values")
-        if np.any(b < 0):
-            raise QMRIInputError(f"b-values must be >= 0 (s/mm^2), got {b.tolist()}")
-        if b.max() > 1e5:
-            raise QMRIInputError(f"b-value of {b.max():g} is implausible: give b-values in s/mm^2")
-        if method not in _METHODS:
-            raise QMRIInputError(f"unknown DTI method {method!r}; use one of: 'WLS', 'OLS'")
+        b = as_bvalues(bvals_s_per_mm2)
+        check_choice(method, _METHODS, "DTI method")
         try:
             g = np.array(bvecs, dtype=np.float64)
         except (TypeError, ValueError):
@@ -172,70 +268,40 @@ class DTIModel:
             )
         b.flags.writeable = False
         g.flags.writeable = False
-        self._bvals = b
+        self._bvals_s_per_mm2 = b
         self._bvecs = g
         self._method = method
         self._design = x
 
     @property
-    def bvals_s_per_mm2(self) -> NDArray[np.float64]:
-        """b-value of every volume (s/mm^2), read-only."""
-        return self._bvals
-
-    @property
-    def bvecs(self) -> NDArray[np.float64]:
-        """Unit gradient directions (n, 3), zero for b <= 50 s/mm^2, read-only."""
-        return self._bvecs
-
-    @property
-    def method(self) -> str:
-        return self._method
-
-    @property
-    def units(self) -> dict[str, str]:
-        """Unit of every output map (data contract section 4)."""
+    def options(self) -> dict[str, Any]:
         return {
-            "FA": "1",
-            "MD": "mm^2/s",
-            "AD": "mm^2/s",
-            "RD": "mm^2/s",
-            "S0": "a.u.",
-            "R2": "1",
-            "fitmask": "1",
+            "bvals_s_per_mm2": self._bvals_s_per_mm2.tolist(),
+            "bvecs": self._bvecs.tolist(),
+            "method": self._method,
+            "b0_threshold_s_per_mm2": B0_THRESHOLD,
+            "eigenvalue_bounds_mm2_s": list(ADC_BOUNDS_MM2_S),
         }
 
-    def __repr__(self) -> str:
-        return f"DTIModel(n_volumes={self._bvals.size}, method={self._method!r})"
-
-    def predict(self, s0: ArrayLike, evals_mm2_s: ArrayLike, evecs: ArrayLike) -> np.ndarray:
-        """Signal of every volume for given S0, eigenvalues (mm^2/s) and eigenvectors."""
-        return tensor_signal(s0, evals_mm2_s, evecs, self._bvals, self._bvecs)
-
-    def fit(
-        self,
-        data: ArrayLike,
-        *,
-        mask: ArrayLike | None = None,
-        chunk_size: int = DTI_CHUNK_SIZE,
-    ) -> ModelFit:
-        """Fit the tensor in every voxel.
+    def predict(self, params: Mapping[str, ArrayLike]) -> NDArray[np.float64]:
+        """Signal of every volume, shape ``(..., n)``.
 
         Parameters
         ----------
-        data : array_like, shape (..., n)
-            Diffusion-weighted magnitude images, one volume per b-value/b-vector.
-        mask : array_like, shape data.shape[:-1], optional
-            Voxels to fit (non-zero); default all.
-        chunk_size : int, default :data:`DTI_CHUNK_SIZE`
-            Voxels fitted together (small chunks keep the temporaries in cache).
-
-        Returns
-        -------
-        ModelFit
-            Maps ``FA`` (0..1), ``MD``, ``AD``, ``RD`` (mm^2/s), ``S0`` (a.u.), ``R2``,
-            ``fitmask``.
+        params : mapping of str to array_like
+            ``"S0"`` (a.u.) and either ``"tensor"`` (mm^2/s, shape ``S0.shape + (3, 3)``) or
+            ``"evals"`` (mm^2/s, ``(..., 3)``) with ``"evecs"`` (eigenvectors as columns,
+            ``(..., 3, 3)``); e.g. :attr:`DTIFit.params`.
         """
-        arr = check_data(data, self._bvals.size, "b-values")
+        (s0,) = model_params(params, "S0")
+        if "tensor" in params:
+            (tensor,) = model_params(params, "tensor")
+        else:
+            evals, evecs = model_params(params, "evals", "evecs")
+            tensor = np.einsum("...ij,...j,...kj->...ik", evecs, evals, evecs)
+        return _tensor_signal(s0, tensor, self._bvals_s_per_mm2, self._bvecs)
+
+    def _kernel(self) -> Kernel:
         x = self._design
         n_obs, n_par = x.shape
         pinv = np.linalg.pinv(x)  # (7, n)
@@ -292,23 +358,7 @@ class DTIModel:
             pred = np.exp(np.einsum("kj,ij->ki", beta, x))
             r2 = r_squared(y, pred)
             params = {"FA": fa, "MD": md, "AD": l1, "RD": 0.5 * (l2 + l3), "S0": s0}
-            return KernelOutput(params, r2, ok)
+            extra = {"tensor_elements_mm2_s": tensor[:, _ELEMENT_ROWS, _ELEMENT_COLS]}
+            return KernelOutput(params, r2, ok, extra=extra)
 
-        maps, n_fitted, n_failed, _ = fit_voxelwise(
-            kernel, arr, self.param_names, mask=mask, chunk_size=chunk_size
-        )
-        return ModelFit(
-            maps=maps,
-            units=self.units,
-            n_fitted=n_fitted,
-            n_failed=n_failed,
-            algorithm=_ALGORITHMS[self._method],
-            reference=_REFERENCE,
-            options={
-                "bvals_s_per_mm2": self._bvals.tolist(),
-                "bvecs": self._bvecs.tolist(),
-                "method": self._method,
-                "b0_threshold_s_per_mm2": B0_THRESHOLD,
-                "eigenvalue_bounds_mm2_s": list(ADC_BOUNDS_MM2_S),
-            },
-        )
+        return kernel

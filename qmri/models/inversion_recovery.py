@@ -33,17 +33,29 @@ T1 itself does not depend on this assumption.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from qmri.errors import QMRIInputError
-from qmri.fitting import DEFAULT_CHUNK_SIZE, levenberg_marquardt, r_squared
-from qmri.models.base import KernelOutput, ModelFit, as_float_vector, check_data, fit_voxelwise
+from qmri.fitting import levenberg_marquardt, r_squared
+from qmri.models.base import (
+    Kernel,
+    KernelOutput,
+    Model,
+    ModelFit,
+    as_float_vector,
+    as_number,
+    check_choice,
+    map_property,
+    model_params,
+    setting,
+)
 from qmri.models.vfa import T1_BOUNDS_S
 
-__all__ = ["InversionRecoveryModel", "ir_signal"]
+__all__ = ["InversionRecoveryFit", "InversionRecoveryModel", "ir_signal"]
 
 #: Points of the logarithmic T1 grid searched before the non-linear refinement.
 _GRID_POINTS = 120
@@ -152,7 +164,15 @@ def _polarity_grid_search(
     return t1, flips
 
 
-class InversionRecoveryModel:
+class InversionRecoveryFit(ModelFit):
+    """Result of :meth:`InversionRecoveryModel.fit`: the maps as properties."""
+
+    t1_s = map_property("T1", "Longitudinal relaxation time T1 (s).")
+    m0 = map_property("M0", "Equilibrium magnetisation M0 (a.u.).")
+    inv_eff = map_property("InvEff", "Inversion efficiency (1; 1 = perfect 180 degree inversion).")
+
+
+class InversionRecoveryModel(Model[InversionRecoveryFit]):
     r"""Inversion-recovery T1 model for magnitude images (BIDS ``IRT1``), RD-NLS-PR fit.
 
     Parameters
@@ -168,7 +188,7 @@ class InversionRecoveryModel:
 
     Notes
     -----
-    Maps: ``T1`` (s), ``M0`` (a.u.), ``InvEff`` (inversion efficiency, 1: 1 = perfect 180
+    Maps (:class:`InversionRecoveryFit`): ``T1`` (s), ``M0`` (a.u.), ``InvEff`` (inversion efficiency, 1: 1 = perfect 180
     degree inversion, 0 = saturation recovery; noisy, not a quality criterion), ``R2`` (1,
     goodness of fit of :math:`|a + b e^{-TI/T_1}|` to the magnitude data), ``fitmask`` (1).
 
@@ -184,12 +204,21 @@ class InversionRecoveryModel:
     Examples
     --------
     >>> model = InversionRecoveryModel([0.05, 0.2, 0.5, 1.0, 2.0, 4.0])
-    >>> fit = model.fit(model.predict(0.9, 1000.0))
-    >>> round(float(fit.maps["T1"]), 4)
+    >>> fit = model.fit(model.predict({"T1": 0.9, "M0": 1000.0}))
+    >>> round(float(fit.t1_s), 4)
     0.9
     """
 
-    param_names: ClassVar[tuple[str, str, str]] = ("T1", "M0", "InvEff")
+    param_names = ("T1", "M0", "InvEff")
+    parameter_units: ClassVar[dict[str, str]] = {"T1": "s", "M0": "a.u.", "InvEff": "1"}
+    fit_class = InversionRecoveryFit
+    volumes = ("inversion_times_s", "inversion times")
+    reference = _REFERENCE
+    algorithms = _ALGORITHMS
+
+    inversion_times_s = setting("Inversion times (s), read-only array.")
+    tr_s = setting("Repetition time (s) from inversion to inversion, or None (TR >> T1).")
+    method = setting('``"rd-nls"``.')
 
     def __init__(
         self,
@@ -217,93 +246,71 @@ class InversionRecoveryModel:
             )
         tr: float | None = None
         if tr_s is not None:
-            try:
-                tr = float(tr_s)
-            except (TypeError, ValueError):
-                raise QMRIInputError(f"TR must be a number in seconds, got {tr_s!r}") from None
+            tr = as_number(tr_s, "TR", "seconds")
             if not np.isfinite(tr) or tr <= ti[-1]:
                 raise QMRIInputError(
                     f"TR ({tr_s} s) must be longer than the last inversion time ({ti[-1]:g} s)"
                 )
             if tr > 10 * _TI_MAX_S:
                 raise QMRIInputError(f"TR of {tr:g} s is implausible: give TR in seconds, not ms")
-        if method not in _ALGORITHMS:
-            raise QMRIInputError(f"unknown inversion-recovery method {method!r}; use 'rd-nls'")
-        self._ti = ti
+        check_choice(method, _ALGORITHMS, "inversion-recovery method")
+        self._inversion_times_s = ti
         self._tr_s = tr
         self._method = method
+        #: shortest T1 accepted (s) and the logarithmic T1 grid of the polarity search
+        self._t1_min = max(T1_BOUNDS_S[0], ti[0] / _T1_MIN_TI_RATIO)
+        self._grid = np.geomspace(self._t1_min * 1.01, T1_BOUNDS_S[1] / 1.01, _GRID_POINTS)
 
     @property
-    def inversion_times_s(self) -> NDArray[np.float64]:
-        """Inversion times (s), read-only."""
-        return self._ti
-
-    @property
-    def tr_s(self) -> float | None:
-        """Repetition time (s), or None (TR much longer than T1)."""
-        return self._tr_s
-
-    @property
-    def method(self) -> str:
-        """``"rd-nls"``."""
-        return self._method
-
-    @property
-    def units(self) -> dict[str, str]:
-        """Unit of every output map (data contract section 4)."""
-        return {"T1": "s", "M0": "a.u.", "InvEff": "1", "R2": "1", "fitmask": "1"}
-
-    def __repr__(self) -> str:
-        return (
-            f"InversionRecoveryModel(inversion_times_s={self._ti.tolist()}, "
-            f"tr_s={self._tr_s}, method={self._method!r})"
-        )
+    def options(self) -> dict[str, Any]:
+        return {
+            "inversion_times_s": self._inversion_times_s.tolist(),
+            "tr_s": self._tr_s,
+            "method": self._method,
+            "t1_bounds_s": [self._t1_min, T1_BOUNDS_S[1]],
+            "max_inversion_efficiency": _MAX_INV_EFF,
+            "t1_grid": {
+                "points": _GRID_POINTS,
+                "min_s": float(self._grid[0]),
+                "max_s": float(self._grid[-1]),
+                "spacing": "logarithmic",
+            },
+            "polarity_candidates": "minimum positive, minimum negative",
+            "readout": "saturating (M0 and InvEff only)",
+            "max_iter": _MAX_ITER,
+            "tol": _TOL,
+        }
 
     def predict(
-        self,
-        t1_s: ArrayLike,
-        m0: ArrayLike,
-        *,
-        efficiency: ArrayLike = 1.0,
-        magnitude: bool = True,
-    ) -> np.ndarray:
-        """Signal at every TI for given T1 (s), M0 and inversion efficiency maps.
-
-        Returns an array of shape ``(..., n_inversion_times)``; the magnitude by default.
-        """
-        return ir_signal(
-            m0, t1_s, self._ti, efficiency=efficiency, tr_s=self._tr_s, magnitude=magnitude
-        )
-
-    def fit(
-        self,
-        data: ArrayLike,
-        *,
-        mask: ArrayLike | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ) -> ModelFit:
-        """Fit T1, M0 and the inversion efficiency in every voxel.
+        self, params: Mapping[str, ArrayLike], *, magnitude: bool = True
+    ) -> NDArray[np.float64]:
+        """Signal at every inversion time, shape ``(..., n_inversion_times)``.
 
         Parameters
         ----------
-        data : array_like, shape (..., n_inversion_times)
-            Magnitude images, one volume per inversion time (a single voxel may be 1-D).
-        mask : array_like, shape data.shape[:-1], optional
-            Voxels to fit (non-zero); default all.
-        chunk_size : int
-            Voxels fitted together (memory bound only; results do not depend on it).
-
-        Returns
-        -------
-        ModelFit
-            Maps ``T1`` (s), ``M0`` (a.u.), ``InvEff`` (1), ``R2``, ``fitmask``.
+        params : mapping of str to array_like
+            ``"T1"`` (s), ``"M0"`` (a.u.) and optionally ``"InvEff"`` (1, default 1 = perfect
+            inversion) maps, e.g. :attr:`InversionRecoveryFit.params`.
+        magnitude : bool, default True
+            Return the magnitude (what :meth:`fit` takes) instead of the signed signal.
         """
-        arr = check_data(data, self._ti.size, "inversion times")
-        ti = self._ti
+        t1, m0 = model_params(params, "T1", "M0")
+        efficiency = params.get("InvEff", 1.0)
+        return ir_signal(
+            m0,
+            t1,
+            self._inversion_times_s,
+            efficiency=efficiency,
+            tr_s=self._tr_s,
+            magnitude=magnitude,
+        )
+
+    def _kernel(self) -> Kernel:
+        ti = self._inversion_times_s
         tr = self._tr_s
         lo, hi = T1_BOUNDS_S
-        t1_min = max(lo, ti[0] / _T1_MIN_TI_RATIO)
-        grid = np.geomspace(t1_min * 1.01, hi / 1.01, _GRID_POINTS)
+        t1_min = self._t1_min
+        grid = self._grid
         q = _grid_basis(ti, grid)
         n_ti = ti.size
 
@@ -375,33 +382,4 @@ class InversionRecoveryModel:
             params = {"T1": t1, "M0": m0, "InvEff": inv_eff}
             return KernelOutput(params, r2, ok, res.converged[pick])
 
-        maps, n_fitted, n_failed, n_unconv = fit_voxelwise(
-            kernel, arr, self.param_names, mask=mask, chunk_size=chunk_size
-        )
-        options: dict[str, Any] = {
-            "inversion_times_s": self._ti.tolist(),
-            "tr_s": self._tr_s,
-            "method": self._method,
-            "t1_bounds_s": [t1_min, hi],
-            "max_inversion_efficiency": _MAX_INV_EFF,
-            "t1_grid": {
-                "points": _GRID_POINTS,
-                "min_s": float(grid[0]),
-                "max_s": float(grid[-1]),
-                "spacing": "logarithmic",
-            },
-            "polarity_candidates": "minimum positive, minimum negative",
-            "readout": "saturating (M0 and InvEff only)",
-            "max_iter": _MAX_ITER,
-            "tol": _TOL,
-        }
-        return ModelFit(
-            maps=maps,
-            units=self.units,
-            n_fitted=n_fitted,
-            n_failed=n_failed,
-            algorithm=_ALGORITHMS[self._method],
-            reference=_REFERENCE,
-            options=options,
-            n_unconverged=n_unconv,
-        )
+        return kernel

@@ -5,7 +5,8 @@ r"""Intravoxel incoherent motion (IVIM): diffusion and pseudo-diffusion from mul
 with the tissue diffusion coefficient :math:`D` and the pseudo-diffusion coefficient
 :math:`D^*` in mm^2/s, the perfusion fraction :math:`f` (0..1) and b in s/mm^2.
 
-The default fit is *segmented*, as the OSIPI task force's reference fit, for all voxels at once:
+The *segmented* fit (``method="segmented"``, the OSIPI task force's reference fit) runs for all
+voxels at once:
 
 1. the signal is divided by the measured signal at the lowest b-value :math:`S_\mathrm{ref}`
    (normally b = 0);
@@ -17,9 +18,9 @@ The default fit is *segmented*, as the OSIPI task force's reference fit, for all
    of a log-spaced grid of :math:`D^*` values inside the bounds, refined by the batched
    Levenberg-Marquardt solver (:func:`qmri.fitting.levenberg_marquardt`, analytic Jacobian).
 
-``method="full"`` (segmented + NLLS) instead refines all four parameters together (bounded
-Levenberg-Marquardt on the normalised signal), starting from the segmented S0, f, D and the best
-D* of the grid.
+``method="full"`` (the default: segmented + NLLS, less biased) then refines all four parameters
+together (bounded Levenberg-Marquardt on the normalised signal), starting from the segmented S0,
+f, D and the best D* of the grid.
 
 Volumes that share a b-value (several directions or averages) are combined first: geometric mean
 (the trace-weighted signal) where all are positive, arithmetic mean otherwise; each b-value then
@@ -43,10 +44,20 @@ from qmri.fitting import (
     r_squared,
     weighted_line_fit,
 )
-from qmri.models.base import KernelOutput, ModelFit, as_float_vector, check_data, fit_voxelwise
-from qmri.models.diffusion import group_shells
+from qmri.models.base import (
+    Kernel,
+    KernelOutput,
+    Model,
+    ModelFit,
+    as_bvalues,
+    check_choice,
+    map_property,
+    model_params,
+    setting,
+)
+from qmri.models.diffusion import group_shells, shell_average, shell_members
 
-__all__ = ["IVIM_CHUNK_SIZE", "IVIM_DEFAULT_BOUNDS", "IVIMModel", "ivim_signal"]
+__all__ = ["IVIM_CHUNK_SIZE", "IVIM_DEFAULT_BOUNDS", "IVIMFit", "IVIMModel", "ivim_signal"]
 
 #: Default fit bounds, chosen for vertebral bone marrow and its metastases (marrow D is low,
 #: about 0.2-0.5e-3 mm^2/s; f up to about 0.15; D* 5e-3 to 0.2 mm^2/s). ``S0`` is relative to the
@@ -148,7 +159,16 @@ def _check_bounds(bounds: Mapping[str, Any] | None) -> dict[str, tuple[float, fl
     return out
 
 
-class IVIMModel:
+class IVIMFit(ModelFit):
+    """Result of :meth:`IVIMModel.fit`: the maps as properties."""
+
+    d_mm2_s = map_property("D", "Tissue diffusion coefficient D (mm^2/s).")
+    dstar_mm2_s = map_property("Dstar", "Pseudo-diffusion coefficient D* (mm^2/s).")
+    f = map_property("f", "Perfusion fraction f (1; 0..1).")
+    s0 = map_property("S0", "Signal at b = 0 (a.u.).")
+
+
+class IVIMModel(Model[IVIMFit]):
     r"""Bi-exponential IVIM model (segmented or full least-squares fit).
 
     Parameters
@@ -168,9 +188,9 @@ class IVIMModel:
         D 0-3e-3 mm^2/s (marrow D is typically 0.2-0.5e-3, tumour up to about 1.5e-3),
         D* 5e-3-0.2 mm^2/s. D* starts from the best of 24 log-spaced values within its bounds;
         D, f and S0 start from the segmented (closed-form) estimates.
-    method : {"segmented", "full"}, default "segmented"
-        ``"segmented"``: steps 1-4 of the module description; ``"full"``: then all four
-        parameters refined together.
+    method : {"full", "segmented"}, default "full"
+        ``"segmented"``: steps 1-4 of the module description; ``"full"`` (the workflow's
+        ``ivim.method`` default): then all four parameters refined together.
     on_bound : {"fail", "keep"}, default "fail"
         ``"fail"``: a voxel whose estimate of any parameter falls outside its bounds, or is
         stopped on a bound by the constrained fit, is a failure (NaN in every map, fitmask 0,
@@ -180,14 +200,30 @@ class IVIMModel:
 
     Notes
     -----
-    Maps: ``D``, ``Dstar`` (mm^2/s), ``f`` (0..1), ``S0`` (a.u.), ``R2`` (1, on the
+    Maps (:class:`IVIMFit`): ``D``, ``Dstar`` (mm^2/s), ``f`` (0..1), ``S0`` (a.u.), ``R2`` (1, on the
     b-value-averaged signal), ``fitmask`` (1). A voxel also fails when its data are not finite,
     its reference signal is not positive, or fewer than two b-values above ``b_threshold`` carry
     positive signal. D* is poorly determined where f is small (below about 0.03): in marrow,
     read D* maps with the f map next to them.
     """
 
-    param_names: ClassVar[tuple[str, str, str, str]] = ("D", "Dstar", "f", "S0")
+    param_names = ("D", "Dstar", "f", "S0")
+    parameter_units: ClassVar[dict[str, str]] = {
+        "D": "mm^2/s",
+        "Dstar": "mm^2/s",
+        "f": "1",
+        "S0": "a.u.",
+    }
+    fit_class = IVIMFit
+    volumes = ("bvals_s_per_mm2", "b-values")
+    reference = _REFERENCE
+    algorithms = _ALGORITHMS
+    default_chunk_size = IVIM_CHUNK_SIZE
+
+    bvals_s_per_mm2 = setting("b-value of every volume (s/mm^2), read-only array.")
+    b_threshold = setting("b-value (s/mm^2) from which D is fitted (pseudo-diffusion decayed).")
+    method = setting('``"full"`` or ``"segmented"``.')
+    on_bound = setting('``"fail"`` or ``"keep"``: what happens to estimates at a bound.')
 
     def __init__(
         self,
@@ -195,23 +231,15 @@ class IVIMModel:
         *,
         b_threshold: float = 200.0,
         bounds: Mapping[str, tuple[float, float]] | None = None,
-        method: str = "segmented",
+        method: str = "full",
         on_bound: str = "fail",
     ) -> None:
-        b = as_float_vector(bvals_s_per_mm2, "b-values")
-        if np.any(b < 0):
-            raise QMRIInputError(f"b-values must be >= 0 (s/mm^2), got {b.tolist()}")
-        if b.max() > 1e5:
-            raise QMRIInputError(f"b-value of {b.max():g} is implausible: give b-values in s/mm^2")
+        b = as_bvalues(bvals_s_per_mm2)
         b_threshold = float(b_threshold)
         if not np.isfinite(b_threshold) or b_threshold <= 0:
             raise QMRIInputError(f"b_threshold must be > 0 (s/mm^2), got {b_threshold:g}")
-        if method not in _METHODS:
-            raise QMRIInputError(
-                f"unknown IVIM method {method!r}; use one of: 'segmented', 'full'"
-            )
-        if on_bound not in _ON_BOUND:
-            raise QMRIInputError(f"unknown on_bound {on_bound!r}; use one of: 'fail', 'keep'")
+        check_choice(method, _METHODS, "IVIM method")
+        check_choice(on_bound, _ON_BOUND, "on_bound")
         shells, _ = group_shells(b)
         n_high = int(np.count_nonzero(shells >= b_threshold))
         if n_high < 2 or shells.size - n_high < 2:
@@ -220,20 +248,11 @@ class IVIMModel:
                 f"({b_threshold:g} s/mm^2) and at least 2 at or above it, got "
                 f"{np.round(shells, 3).tolist()}"
             )
-        self._bvals = b
+        self._bvals_s_per_mm2 = b
         self._b_threshold = b_threshold
         self._bounds = _check_bounds(bounds)
         self._method = method
         self._on_bound = on_bound
-
-    @property
-    def bvals_s_per_mm2(self) -> NDArray[np.float64]:
-        """b-value of every volume (s/mm^2), read-only."""
-        return self._bvals
-
-    @property
-    def b_threshold(self) -> float:
-        return self._b_threshold
 
     @property
     def bounds(self) -> dict[str, tuple[float, float]]:
@@ -241,66 +260,28 @@ class IVIMModel:
         return dict(self._bounds)
 
     @property
-    def method(self) -> str:
-        return self._method
-
-    @property
-    def on_bound(self) -> str:
-        return self._on_bound
-
-    @property
-    def units(self) -> dict[str, str]:
-        """Unit of every output map (data contract section 4)."""
+    def options(self) -> dict[str, Any]:
+        full = self._method == "full"
         return {
-            "D": "mm^2/s",
-            "Dstar": "mm^2/s",
-            "f": "1",
-            "S0": "a.u.",
-            "R2": "1",
-            "fitmask": "1",
+            "bvals_s_per_mm2": self._bvals_s_per_mm2.tolist(),
+            "b_threshold": self._b_threshold,
+            "method": self._method,
+            "on_bound": self._on_bound,
+            "bounds": {k: list(v) for k, v in self._bounds.items()},
+            "bounds_S0_relative_to": "mean signal at the lowest b-value",
+            "dstar_grid_points": _N_GRID,
+            "max_iter": _MAX_ITER_FULL if full else _MAX_ITER,
+            "tol": _TOL_FULL if full else _TOL,
         }
 
-    def __repr__(self) -> str:
-        return (
-            f"IVIMModel(bvals_s_per_mm2={self._bvals.tolist()}, b_threshold={self._b_threshold}, "
-            f"bounds={self._bounds}, method={self._method!r}, on_bound={self._on_bound!r})"
-        )
+    def predict(self, params: Mapping[str, ArrayLike]) -> NDArray[np.float64]:
+        """Signal of every volume, shape ``(..., n_b)``, of the ``"D"``, ``"Dstar"`` (mm^2/s),
+        ``"f"`` (1) and ``"S0"`` (a.u.) maps in ``params`` (e.g. :attr:`IVIMFit.params`)."""
+        d, dstar, f, s0 = model_params(params, "D", "Dstar", "f", "S0")
+        return ivim_signal(s0, f, d, dstar, self._bvals_s_per_mm2)
 
-    def predict(
-        self, d_mm2_s: ArrayLike, dstar_mm2_s: ArrayLike, f: ArrayLike, s0: ArrayLike
-    ) -> np.ndarray:
-        """Signal of every volume for given D, D* (mm^2/s), f and S0, shape ``(..., n_b)``."""
-        return ivim_signal(s0, f, d_mm2_s, dstar_mm2_s, self._bvals)
-
-    def fit(
-        self,
-        data: ArrayLike,
-        *,
-        mask: ArrayLike | None = None,
-        chunk_size: int = IVIM_CHUNK_SIZE,
-    ) -> ModelFit:
-        """Fit D, D*, f and S0 in every voxel.
-
-        Parameters
-        ----------
-        data : array_like, shape (..., n_b)
-            Diffusion-weighted magnitude images, one volume per b-value (a voxel may be 1-D).
-        mask : array_like, shape data.shape[:-1], optional
-            Voxels to fit (non-zero); default all.
-        chunk_size : int, default :data:`IVIM_CHUNK_SIZE`
-            Voxels fitted together (speed and memory only; results do not depend on it).
-
-        Returns
-        -------
-        ModelFit
-            Maps ``D``, ``Dstar`` (mm^2/s), ``f`` (0..1), ``S0`` (a.u.), ``R2``, ``fitmask``.
-        """
-        arr = check_data(data, self._bvals.size, "b-values")
-        shells, shell_of = group_shells(self._bvals)
-        n_sh = shells.size
-        member = np.zeros((self._bvals.size, n_sh))
-        member[np.arange(self._bvals.size), shell_of] = 1.0
-        n_per = member.sum(axis=0)
+    def _kernel(self) -> Kernel:
+        shells, shell_of, member, n_per = shell_members(self._bvals_s_per_mm2)
         single = bool(np.all(n_per == 1))
         order = np.argsort(shell_of) if single else None
         sqrt_w = np.sqrt(n_per)
@@ -339,14 +320,9 @@ class IVIMModel:
             return (s0 * shape - y) * sqrt_w, jac
 
         def kernel(y_all: NDArray[np.float64]) -> KernelOutput:
-            if single:
-                y = y_all[:, order]
-            else:  # trace-weighted (geometric) mean where possible, arithmetic mean otherwise
-                pos = y_all > 0
-                logy = np.log(y_all, out=np.zeros_like(y_all), where=pos)
-                geo = np.exp(np.einsum("ij,jk->ik", logy, member / n_per))
-                complete = np.einsum("ij,jk->ik", (~pos).astype(np.float64), member) == 0
-                y = np.where(complete, geo, np.einsum("ij,jk->ik", y_all, member / n_per))
+            # one volume per b-value: sorted by b; several: the trace-weighted (geometric)
+            # mean where possible, the arithmetic mean otherwise
+            y = y_all[:, order] if single else shell_average(y_all, member, n_per)[2]
             s_ref = y[:, 0].copy()
             ok = s_ref > 0
             s_ref[~ok] = np.nan
@@ -418,26 +394,4 @@ class IVIMModel:
             params = {"D": d, "Dstar": dstar, "f": f, "S0": s0 * s_ref}
             return KernelOutput(params, r2, ok, converged)
 
-        maps, n_fitted, n_failed, n_unconv = fit_voxelwise(
-            kernel, arr, self.param_names, mask=mask, chunk_size=chunk_size
-        )
-        return ModelFit(
-            maps=maps,
-            units=self.units,
-            n_fitted=n_fitted,
-            n_failed=n_failed,
-            algorithm=_ALGORITHMS[self._method],
-            reference=_REFERENCE,
-            options={
-                "bvals_s_per_mm2": self._bvals.tolist(),
-                "b_threshold": self._b_threshold,
-                "method": self._method,
-                "on_bound": self._on_bound,
-                "bounds": {k: list(v) for k, v in self._bounds.items()},
-                "bounds_S0_relative_to": "mean signal at the lowest b-value",
-                "dstar_grid_points": _N_GRID,
-                "max_iter": _MAX_ITER_FULL if full else _MAX_ITER,
-                "tol": _TOL_FULL if full else _TOL,
-            },
-            n_unconverged=n_unconv,
-        )
+        return kernel

@@ -31,16 +31,27 @@ every echo is well above the noise: the third parameter only costs precision.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from qmri.errors import QMRIInputError
-from qmri.fitting import DEFAULT_CHUNK_SIZE, levenberg_marquardt, loglinear_wls, r_squared
-from qmri.models.base import KernelOutput, ModelFit, as_float_vector, check_data, fit_voxelwise
+from qmri.fitting import levenberg_marquardt, loglinear_wls, r_squared
+from qmri.models.base import (
+    Kernel,
+    KernelOutput,
+    Model,
+    ModelFit,
+    as_float_vector,
+    check_choice,
+    map_property,
+    model_params,
+    setting,
+)
 
-__all__ = ["T2_BOUNDS_S", "MonoExponentialModel", "monoexp_signal"]
+__all__ = ["T2_BOUNDS_S", "MonoExponentialFit", "MonoExponentialModel", "monoexp_signal"]
 
 #: Echoes needed (after dropping the first) for the three-parameter noise-floor fit.
 _MIN_ECHOES_FLOOR = 4
@@ -83,7 +94,31 @@ def monoexp_signal(s0: ArrayLike, t2_s: ArrayLike, echo_times_s: ArrayLike) -> n
     return s0 * np.exp(-np.asarray(echo_times_s, dtype=np.float64) / t2)
 
 
-class MonoExponentialModel:
+class MonoExponentialFit(ModelFit):
+    """Result of :meth:`MonoExponentialModel.fit`: the maps as properties.
+
+    A fit has the map of its model's ``quantity``: ``T2`` (:attr:`t2_s`) or ``T2star``
+    (:attr:`t2star_s`), either of them also as :attr:`relaxation_time_s`; the other one raises
+    AttributeError, as :attr:`noisefloor` does for a fit without a noise floor.
+    """
+
+    t2_s = map_property("T2", "Transverse relaxation time T2 (s), of a ``quantity='T2'`` fit.")
+    t2star_s = map_property("T2star", "T2* (s), of a ``quantity='T2star'`` fit.")
+    s0 = map_property("S0", "Signal extrapolated to TE = 0 (a.u.).")
+    noisefloor = map_property("noisefloor", "Constant offset c (a.u.), of a noise-floor fit.")
+
+    @property
+    def quantity(self) -> str:
+        """``"T2"`` or ``"T2star"``: the relaxation time this fit holds."""
+        return "T2star" if "T2star" in self.maps else "T2"
+
+    @property
+    def relaxation_time_s(self) -> np.ndarray:
+        """T2 or T2* (s), whichever :attr:`quantity` the model fitted, float32."""
+        return self.maps[self.quantity]
+
+
+class MonoExponentialModel(Model[MonoExponentialFit]):
     r"""Mono-exponential T2 / T2* model for multi-echo magnitude data.
 
     Parameters
@@ -106,8 +141,8 @@ class MonoExponentialModel:
 
     Notes
     -----
-    Maps: ``T2`` or ``T2star`` (s), ``S0`` (a.u.), with ``noise_floor`` also ``noisefloor``
-    (a.u., the fitted offset c), ``R2`` (1), ``fitmask`` (1). A voxel fails when its data are
+    Maps (:class:`MonoExponentialFit`): ``T2`` or ``T2star`` (s), ``S0`` (a.u.), with
+    ``noise_floor`` also ``noisefloor`` (a.u., the fitted offset c), ``R2`` (1), ``fitmask`` (1). A voxel fails when its data are
     not finite, the fit is undetermined (fewer than two echoes with positive signal), T2 is not
     strictly inside :data:`T2_BOUNDS_S`, or S0 <= 0. A noise floor of exactly 0 (on its bound)
     is a valid result, not a failure.
@@ -116,10 +151,26 @@ class MonoExponentialModel:
     --------
     >>> te = [0.01, 0.02, 0.04, 0.06, 0.08, 0.12, 0.16]
     >>> model = MonoExponentialModel(te, noise_floor=True)
-    >>> fit = model.fit(model.predict(0.03, 1000.0) + 20.0)
-    >>> round(float(fit.maps["T2"]), 4), round(float(fit.maps["noisefloor"]), 2)
+    >>> fit = model.fit(model.predict({"T2": 0.03, "S0": 1000.0, "noisefloor": 20.0}))
+    >>> round(float(fit.t2_s), 4), round(float(fit.noisefloor), 2)
     (0.03, 20.0)
     """
+
+    parameter_units: ClassVar[dict[str, str]] = {
+        "T2": "s",
+        "T2star": "s",
+        "S0": "a.u.",
+        "noisefloor": "a.u.",
+    }
+    fit_class = MonoExponentialFit
+    volumes = ("echo_times_s", "echo times")
+    reference = _REFERENCE
+
+    echo_times_s = setting("All echo times (s), read-only array (including a dropped first echo).")
+    drop_first_echo = setting("Whether the first echo is left out of the fit.")
+    quantity = setting('``"T2"`` or ``"T2star"``: the name of the relaxation-time map.')
+    method = setting('``"linear"`` or ``"nlls"``.')
+    noise_floor = setting("Whether a constant offset (noise floor) is fitted.")
 
     def __init__(
         self,
@@ -145,10 +196,8 @@ class MonoExponentialModel:
                 f"a mono-exponential fit needs at least 2 echoes, got {n_used}"
                 + (" after dropping the first echo" if drop_first_echo else "")
             )
-        if quantity not in _QUANTITIES:
-            raise QMRIInputError(f"unknown quantity {quantity!r}; use one of: 'T2', 'T2star'")
-        if method not in _ALGORITHMS:
-            raise QMRIInputError(f"unknown method {method!r}; use one of: 'linear', 'nlls'")
+        check_choice(quantity, _QUANTITIES, "quantity")
+        check_choice(method, _ALGORITHMS, "method")
         if not isinstance(noise_floor, (bool, np.bool_)):
             raise QMRIInputError(f"noise_floor must be true or false, got {noise_floor!r}")
         if noise_floor and method != "nlls":
@@ -161,32 +210,10 @@ class MonoExponentialModel:
                 + (" after dropping the first echo" if drop_first_echo else "")
             )
         self._noise_floor = bool(noise_floor)
-        self._te = te
+        self._echo_times_s = te
         self._drop_first_echo = bool(drop_first_echo)
         self._quantity = quantity
         self._method = method
-
-    @property
-    def echo_times_s(self) -> NDArray[np.float64]:
-        """All echo times (s), read-only (including a dropped first echo)."""
-        return self._te
-
-    @property
-    def drop_first_echo(self) -> bool:
-        return self._drop_first_echo
-
-    @property
-    def quantity(self) -> str:
-        return self._quantity
-
-    @property
-    def method(self) -> str:
-        return self._method
-
-    @property
-    def noise_floor(self) -> bool:
-        """Whether a constant offset (noise floor) is fitted."""
-        return self._noise_floor
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -196,64 +223,49 @@ class MonoExponentialModel:
         )
 
     @property
-    def units(self) -> dict[str, str]:
-        """Unit of every output map (data contract section 4)."""
-        units = {self._quantity: "s", "S0": "a.u."}
+    def algorithm(self) -> str:
+        return _ALGORITHM_FLOOR if self._noise_floor else _ALGORITHMS[self._method]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "echo_times_s": self._echo_times_s.tolist(),
+            "drop_first_echo": self._drop_first_echo,
+            "quantity": self._quantity,
+            "method": self._method,
+            "noise_floor": self._noise_floor,
+            "t2_bounds_s": list(T2_BOUNDS_S),
+        }
+        if self._method == "nlls":
+            options.update({"max_iter": _MAX_ITER, "tol": _TOL})
         if self._noise_floor:
-            units["noisefloor"] = "a.u."
-        return {**units, "R2": "1", "fitmask": "1"}
+            options["start_echoes"] = self._n_start_echoes
+        return options
 
-    def __repr__(self) -> str:
-        return (
-            f"MonoExponentialModel(echo_times_s={self._te.tolist()}, "
-            f"drop_first_echo={self._drop_first_echo}, quantity={self._quantity!r}, "
-            f"method={self._method!r}, noise_floor={self._noise_floor})"
-        )
+    @property
+    def _n_start_echoes(self) -> int:
+        """Early echoes of the noise-floor fit's first start."""
+        return max(2, (self._echo_times_s.size - int(self._drop_first_echo) + 1) // 2)
 
-    def predict(self, t2_s: ArrayLike, s0: ArrayLike, noisefloor: ArrayLike = 0.0) -> np.ndarray:
+    def predict(self, params: Mapping[str, ArrayLike]) -> NDArray[np.float64]:
         """Signal at every echo time, shape ``(..., n_echoes)``.
 
         Parameters
         ----------
-        t2_s : array_like
-            T2 or T2* (s).
-        s0 : array_like
-            Signal at TE = 0 (a.u.).
-        noisefloor : array_like, default 0
-            Constant offset c (a.u.), added whether or not the model fits it.
+        params : mapping of str to array_like
+            The :attr:`quantity` map (``"T2"`` or ``"T2star"``, s) and ``"S0"`` (a.u.), and
+            optionally ``"noisefloor"`` (a.u., the constant offset c, added whether or not the
+            model fits it); e.g. :attr:`MonoExponentialFit.params`.
         """
-        return (
-            monoexp_signal(s0, t2_s, self._te)
-            + np.asarray(noisefloor, dtype=np.float64)[..., None]
-        )
+        t2, s0 = model_params(params, self._quantity, "S0")
+        signal = monoexp_signal(s0, t2, self._echo_times_s)
+        if "noisefloor" in params:
+            signal += np.asarray(params["noisefloor"], dtype=np.float64)[..., None]
+        return signal
 
-    def fit(
-        self,
-        data: ArrayLike,
-        *,
-        mask: ArrayLike | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ) -> ModelFit:
-        """Fit T2 (or T2*) and S0 in every voxel.
-
-        Parameters
-        ----------
-        data : array_like, shape (..., n_echoes)
-            Magnitude images, one volume per echo (a single voxel may be 1-D).
-        mask : array_like, shape data.shape[:-1], optional
-            Voxels to fit (non-zero); default all.
-        chunk_size : int
-            Voxels fitted together (memory bound only).
-
-        Returns
-        -------
-        ModelFit
-            Maps ``T2``/``T2star`` (s), ``S0`` (a.u.), ``noisefloor`` (a.u., with
-            ``noise_floor=True``), ``R2``, ``fitmask``.
-        """
-        arr = check_data(data, self._te.size, "echo times")
+    def _kernel(self) -> Kernel:
         first = int(self._drop_first_echo)
-        te = self._te[first:]
+        te = self._echo_times_s[first:]
         nlls = self._method == "nlls"
         lower = np.array([0.0, T2_BOUNDS_S[0]])
         upper = np.array([np.inf, T2_BOUNDS_S[1]])
@@ -281,7 +293,7 @@ class MonoExponentialModel:
             jac[..., 2] = 1.0
             return s0 * decay + c - y, jac
 
-        n_early = max(2, (te.size + 1) // 2)
+        n_early = self._n_start_echoes
 
         def kernel_floor(y_all: NDArray[np.float64]) -> KernelOutput:
             y = y_all[:, first:]
@@ -360,32 +372,4 @@ class MonoExponentialModel:
                     r2 = r_squared(y, s0[:, None] * np.exp(-te / t2[:, None]))
             return KernelOutput({name: t2, "S0": s0}, r2, ok, converged)
 
-        maps, n_fitted, n_failed, n_unconv = fit_voxelwise(
-            kernel_floor if self._noise_floor else kernel,
-            arr,
-            self.param_names,
-            mask=mask,
-            chunk_size=chunk_size,
-        )
-        options: dict[str, Any] = {
-            "echo_times_s": self._te.tolist(),
-            "drop_first_echo": self._drop_first_echo,
-            "quantity": self._quantity,
-            "method": self._method,
-            "noise_floor": self._noise_floor,
-            "t2_bounds_s": list(T2_BOUNDS_S),
-        }
-        if nlls:
-            options.update({"max_iter": _MAX_ITER, "tol": _TOL})
-        if self._noise_floor:
-            options["start_echoes"] = n_early
-        return ModelFit(
-            maps=maps,
-            units=self.units,
-            n_fitted=n_fitted,
-            n_failed=n_failed,
-            algorithm=_ALGORITHM_FLOOR if self._noise_floor else _ALGORITHMS[self._method],
-            reference=_REFERENCE,
-            options=options,
-            n_unconverged=n_unconv,
-        )
+        return kernel_floor if self._noise_floor else kernel

@@ -18,16 +18,29 @@ actual/nominal flip-angle ratio.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from qmri.errors import QMRIInputError
-from qmri.fitting import DEFAULT_CHUNK_SIZE, levenberg_marquardt, r_squared
-from qmri.models.base import KernelOutput, ModelFit, as_float_vector, check_data, fit_voxelwise
+from qmri.fitting import levenberg_marquardt, r_squared
+from qmri.models.base import (
+    Kernel,
+    KernelOutput,
+    Model,
+    ModelFit,
+    as_float_vector,
+    as_number,
+    check_choice,
+    check_data,
+    map_property,
+    model_params,
+    setting,
+)
 
-__all__ = ["T1_BOUNDS_S", "VFAModel", "despot1_linear", "spgr_signal"]
+__all__ = ["T1_BOUNDS_S", "VFAFit", "VFAModel", "despot1_linear", "spgr_signal"]
 
 #: Physical range of T1 (s); estimates on or outside these bounds are failures.
 T1_BOUNDS_S = (1e-3, 10.0)
@@ -156,7 +169,14 @@ def _spgr_residuals(
     return m0 * f - y, jac
 
 
-class VFAModel:
+class VFAFit(ModelFit):
+    """Result of :meth:`VFAModel.fit`: the :class:`~qmri.models.base.ModelFit` maps as properties."""
+
+    t1_s = map_property("T1", "Longitudinal relaxation time T1 (s).")
+    m0 = map_property("M0", "Equilibrium magnetisation M0 (a.u., the signal's scale).")
+
+
+class VFAModel(Model[VFAFit]):
     """Variable-flip-angle (DESPOT1) T1 model for spoiled gradient-echo data.
 
     Parameters
@@ -171,19 +191,28 @@ class VFAModel:
 
     Notes
     -----
-    Maps: ``T1`` (s), ``M0`` (a.u.), ``R2`` (1), ``fitmask`` (1). A voxel fails (NaN, fitmask 0)
-    when its data or B1 value is not finite or B1 <= 0, the fit is undetermined, or
-    T1 is not strictly inside :data:`T1_BOUNDS_S` or M0 <= 0.
+    Maps (:class:`VFAFit`): ``T1`` (s), ``M0`` (a.u.), ``R2`` (1), ``fitmask`` (1). A voxel
+    fails (NaN, fitmask 0) when its data or B1 value is not finite or B1 <= 0, the fit is
+    undetermined, or T1 is not strictly inside :data:`T1_BOUNDS_S` or M0 <= 0.
 
     Examples
     --------
     >>> model = VFAModel([2, 5, 10, 15], 0.005)
-    >>> fit = model.fit(model.predict(1.2, 1000.0))
-    >>> round(float(fit.maps["T1"]), 4)
+    >>> fit = model.fit(model.predict({"T1": 1.2, "M0": 1000.0}))
+    >>> round(float(fit.t1_s), 4)
     1.2
     """
 
-    param_names: ClassVar[tuple[str, str]] = ("T1", "M0")
+    param_names = ("T1", "M0")
+    parameter_units: ClassVar[dict[str, str]] = {"T1": "s", "M0": "a.u."}
+    fit_class = VFAFit
+    volumes = ("flip_angles_deg", "flip angles")
+    reference = _REFERENCE
+    algorithms = _ALGORITHMS
+
+    flip_angles_deg = setting("Nominal flip angles (degrees), one per volume, read-only array.")
+    tr_s = setting("Repetition time (s).")
+    method = setting('``"linear"`` or ``"nlls"``.')
 
     def __init__(self, flip_angles_deg: ArrayLike, tr_s: float, *, method: str = "nlls") -> None:
         fa = as_float_vector(flip_angles_deg, "flip angles")
@@ -191,59 +220,53 @@ class VFAModel:
             raise QMRIInputError(f"VFA needs at least 2 different flip angles, got {fa.tolist()}")
         if np.any(fa <= 0) or np.any(fa >= 180):
             raise QMRIInputError(f"flip angles must be in (0, 180) degrees, got {fa.tolist()}")
-        try:
-            tr = float(tr_s)
-        except (TypeError, ValueError):
-            raise QMRIInputError(f"TR must be a number in seconds, got {tr_s!r}") from None
+        tr = as_number(tr_s, "TR", "seconds")
         if not np.isfinite(tr) or tr <= 0:
             raise QMRIInputError(f"TR must be positive (in seconds), got {tr_s}")
         if tr > 1.0:
             raise QMRIInputError(
                 f"TR of {tr:g} s is too long for spoiled gradient echo: give TR in seconds, not ms"
             )
-        if method not in _ALGORITHMS:
-            raise QMRIInputError(f"unknown VFA method {method!r}; use one of: 'linear', 'nlls'")
+        check_choice(method, _ALGORITHMS, "VFA method")
         self._flip_angles_deg = fa
         self._tr_s = tr
         self._method = method
 
     @property
-    def flip_angles_deg(self) -> NDArray[np.float64]:
-        """Nominal flip angles (degrees), read-only."""
-        return self._flip_angles_deg
+    def options(self) -> dict[str, Any]:
+        return self._options()
 
-    @property
-    def tr_s(self) -> float:
-        """Repetition time (s)."""
-        return self._tr_s
-
-    @property
-    def method(self) -> str:
-        """``"linear"`` or ``"nlls"``."""
-        return self._method
-
-    @property
-    def units(self) -> dict[str, str]:
-        """Unit of every output map (data contract section 4)."""
-        return {"T1": "s", "M0": "a.u.", "R2": "1", "fitmask": "1"}
-
-    def __repr__(self) -> str:
-        return (
-            f"VFAModel(flip_angles_deg={self._flip_angles_deg.tolist()}, tr_s={self._tr_s}, "
-            f"method={self._method!r})"
-        )
+    def _options(self, b1_corrected: bool | None = None) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "flip_angles_deg": self._flip_angles_deg.tolist(),
+            "tr_s": self._tr_s,
+            "method": self._method,
+        }
+        if b1_corrected is not None:  # a fit's options say whether it had a B1 map
+            options["b1_corrected"] = b1_corrected
+        options["t1_bounds_s"] = list(T1_BOUNDS_S)
+        if self._method == "nlls":
+            options.update({"max_iter": _MAX_ITER, "tol": _TOL})
+        return options
 
     def predict(
-        self, t1_s: ArrayLike, m0: ArrayLike, *, b1: ArrayLike | None = None
-    ) -> np.ndarray:
-        """Signal for given T1 (s) and M0 maps, shape ``(..., n_flip_angles)``.
+        self, params: Mapping[str, ArrayLike], *, b1: ArrayLike | None = None
+    ) -> NDArray[np.float64]:
+        """SPGR signal of parameter maps, shape ``(..., n_flip_angles)``.
 
-        ``b1`` (actual/nominal flip-angle ratio, same shape as ``t1_s``) scales the angles.
+        Parameters
+        ----------
+        params : mapping of str to array_like
+            ``"T1"`` (s) and ``"M0"`` (a.u.) maps of one shape, e.g. :attr:`VFAFit.params`.
+        b1 : array_like, optional
+            Actual/nominal flip-angle ratio, shape of the maps (scales the angles, as in
+            :meth:`fit`); default nominal angles.
         """
+        t1, m0 = model_params(params, "T1", "M0")
         alpha = np.deg2rad(self._flip_angles_deg)
         if b1 is not None:
             alpha = np.asarray(b1, dtype=np.float64)[..., None] * alpha
-        return spgr_signal(m0, t1_s, alpha, self._tr_s)
+        return spgr_signal(m0, t1, alpha, self._tr_s)
 
     def fit(
         self,
@@ -251,30 +274,34 @@ class VFAModel:
         *,
         mask: ArrayLike | None = None,
         b1: ArrayLike | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ) -> ModelFit:
+        chunk_size: int | None = None,
+    ) -> VFAFit:
         """Fit T1 and M0 in every voxel.
 
         Parameters
         ----------
         data : array_like, shape (..., n_flip_angles)
             SPGR magnitude images, one volume per flip angle (a single voxel may be 1-D).
-        mask : array_like, shape data.shape[:-1], optional
-            Voxels to fit (non-zero); default all.
         b1 : array_like, shape data.shape[:-1], optional
             Actual/nominal flip-angle ratio (1 = nominal). Strongly recommended: a 10 % B1 error
             biases VFA T1 by roughly 20 %.
-        chunk_size : int
-            Voxels fitted together (memory bound only; results do not depend on it).
+        mask, chunk_size
+            As in :meth:`Model.fit <qmri.models.base.Model.fit>`.
 
         Returns
         -------
-        ModelFit
-            Maps ``T1`` (s), ``M0`` (a.u.), ``R2``, ``fitmask``.
+        VFAFit
+            Maps ``T1`` (s), ``M0`` (a.u.), ``R2``, ``fitmask``; ``options["b1_corrected"]``.
         """
         arr = check_data(data, self._flip_angles_deg.size, "flip angles")
         if b1 is not None:
             _check_b1_is_ratio(b1)
+        options = self._options(b1_corrected=b1 is not None)
+        return self._fit(
+            arr, mask=mask, chunk_size=chunk_size, voxel_inputs={"b1": b1}, options=options
+        )
+
+    def _kernel(self) -> Kernel:
         alpha = np.deg2rad(self._flip_angles_deg)
         tr = self._tr_s
         nlls = self._method == "nlls"
@@ -326,30 +353,4 @@ class VFAModel:
                 r2 = r_squared(y, m0[:, None] * sin_a * (1.0 - e1) / (1.0 - e1 * cos_a))
             return KernelOutput({"T1": t1, "M0": m0}, r2, ok, converged)
 
-        maps, n_fitted, n_failed, n_unconv = fit_voxelwise(
-            kernel,
-            arr,
-            self.param_names,
-            mask=mask,
-            voxel_inputs={"b1": b1},
-            chunk_size=chunk_size,
-        )
-        options: dict[str, Any] = {
-            "flip_angles_deg": self._flip_angles_deg.tolist(),
-            "tr_s": self._tr_s,
-            "method": self._method,
-            "b1_corrected": b1 is not None,
-            "t1_bounds_s": list(T1_BOUNDS_S),
-        }
-        if nlls:
-            options.update({"max_iter": _MAX_ITER, "tol": _TOL})
-        return ModelFit(
-            maps=maps,
-            units=self.units,
-            n_fitted=n_fitted,
-            n_failed=n_failed,
-            algorithm=_ALGORITHMS[self._method],
-            reference=_REFERENCE,
-            options=options,
-            n_unconverged=n_unconv,
-        )
+        return kernel

@@ -1,47 +1,52 @@
-# Helpers of the workflow: config validation, the study index and the rules' input functions.
-# All logic lives in the tested qmri package; this file only asks it questions.
+# Planning the workflow: config validation, the study index and the rules' input functions.
+# Every file name comes from qmri.paths (DerivativeLayout), every fit from qmri.registry; the
+# rules hand config sections to the step functions of qmri.steps unchanged.
 from pathlib import Path
 
 import sys
 
-from qmri.config import config_hash, validate_config
 from qmri.cohort import dose_files, figure_names, km_outcomes
+from qmri.config import DEFAULT_SCHEMA, config_hash, load_schema, schema_with_sections
+from qmri.config import validate_config
 from qmri.errors import QMRIInputError
-from qmri.study import Study, fit_specs
+from qmri.paths import DerivativeLayout, bidsignore, map_suffix
+from qmri.registry import FITS, all_map_suffixes, enabled_fits, load_plugins, motion_source
+from qmri.study import Study
+
+
+def _plan():
+    """Validate the config (plugin sections included) and index the study: one line on error."""
+    load_plugins(config.get("plugins", []))
+    sections = {s.section: s.config_schema for s in FITS.values() if s.config_schema}
+    valid = validate_config(config, schema_with_sections(sections, load_schema(DEFAULT_SCHEMA)))
+    study = Study(
+        Path(valid["bids_dir"]).resolve(),
+        Path(valid["labels_dir"]).resolve(),
+        participant_label=valid["participant_label"],
+        reference_suffix=valid["reference_suffix"],
+    )
+    dose = dose_files(valid["dose_dir"], sorted(study.subjects)) if valid["dose_dir"] else {}
+    participants = study.participants_tsv
+    km = km_outcomes(participants) if participants.exists() else []
+    return valid, study, dose, km
+
 
 try:
-    config.update(
-        validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
-    )
-except QMRIInputError as error:  # one line naming the key, no traceback
+    _valid, STUDY, DOSE_FILES, KM_OUTCOMES = _plan()
+except QMRIInputError as error:  # one line naming the file or key, no traceback
     sys.exit(f"qmri: error: {error}")
-# Input paths are taken relative to where snakemake was started, before workdir moves.
-BIDS_DIR = Path(config["bids_dir"]).resolve()
-LABELS_DIR = Path(config["labels_dir"]).resolve()
-PARTICIPANTS_TSV = str(BIDS_DIR / "participants.tsv")
+config.update(_valid)
+OUT = DerivativeLayout(config["output_dir"].rstrip("/"))
+PARTICIPANTS_TSV = str(STUDY.participants_tsv)
 CONFIG_SHA256 = config_hash(config)
-
-try:
-    STUDY = Study(
-        BIDS_DIR,
-        LABELS_DIR,
-        participant_label=config["participant_label"],
-        reference_suffix=config["reference_suffix"],
-    )
-except QMRIInputError as error:  # one line naming the file, no traceback
-    sys.exit(f"qmri: error: {error}")
 SUBJECTS = sorted(STUDY.subjects)
-# Optional planned dose: every analysed subject needs its dose map (checked here, before any job).
-try:
-    DOSE_FILES = dose_files(config["dose_dir"], SUBJECTS) if config["dose_dir"] else {}
-except QMRIInputError as error:  # one line naming the file, no traceback
-    sys.exit(f"qmri: error: {error}")
-FITS = fit_specs(config["dce"]["model"])
-ENABLED_FITS = [
-    fit
-    for fit in FITS
-    if (fit != "ivim" or config["ivim"]["activate"]) and (fit != "dce" or config["dce"]["activate"])
-]
+ENABLED_FITS = enabled_fits(config)
+S, T = "{subject}", "{session}"  # wildcard patterns of the paths
+
+
+wildcard_constraints:
+    subject="[a-zA-Z0-9]+",
+    session="[a-zA-Z0-9]+",
 
 
 def session_fits(subject, session):
@@ -49,22 +54,12 @@ def session_fits(subject, session):
     return STUDY.fits(subject, session, ENABLED_FITS)
 
 
-wildcard_constraints:
-    subject="[a-zA-Z0-9]+",
-    session="[a-zA-Z0-9]+",
-    fit="|".join(FITS),
+def sessions_of(subject):
+    return list(STUDY.subjects[subject].sessions)
 
 
-def registration_args():
-    """Registration options of the config as qmri command-line arguments."""
-    reg = config["registration"]
-    return (
-        f"--bins {reg['bins']} --iterations {reg['iterations']} "
-        f"--shrink-factors {' '.join(str(v) for v in reg['shrink_factors'])} "
-        f"--smoothing-sigmas-mm {' '.join(str(v) for v in reg['smoothing_sigmas_mm'])} "
-        f"--sampling-fraction {reg['sampling_fraction']} --learning-rate {reg['learning_rate']} "
-        f"--max-metric {reg['max_metric']}"
-    )
+def baseline_of(subject):
+    return STUDY.subjects[subject].baseline
 
 
 def reference_image(wildcards):
@@ -76,98 +71,6 @@ def baseline_reference(wildcards):
     return idx.sessions[idx.baseline].reference
 
 
-def focus_inputs(wildcards):
-    """Baseline labels and participants.tsv when the session metric focuses on treated levels."""
-    if config["registration"]["focus"] != "treated_levels":
-        return {}
-    return {"labels": labels_input(wildcards), "participants": PARTICIPANTS_TSV}
-
-
-def focus_args(wildcards, input):
-    if config["registration"]["focus"] != "treated_levels":
-        return ""
-    return (
-        f"--focus-labels {input.labels} --participants {input.participants} "
-        f"--subject {wildcards.subject}"
-    )
-
-
-def baseline_reference_of_subject(wildcards):
-    idx = STUDY.subjects[wildcards.subject]
-    return idx.sessions[idx.baseline].reference
-
-
-def vfa_inputs(wildcards):
-    return STUDY.series_files(wildcards.subject, wildcards.session, "VFA")
-
-
-def b1_inputs(wildcards):
-    """The session's TB1map when B1 correction is on and the session has one, else nothing."""
-    b1 = STUDY.subjects[wildcards.subject].sessions[wildcards.session].b1map
-    return [b1] if (b1 is not None and config["t1_vfa"]["b1_correction"]) else []
-
-
-def b1_arg(wildcards, input):
-    return f"--b1 {input.b1}" if input.b1 else ""
-
-
-def mese_inputs(wildcards):
-    return STUDY.series_files(wildcards.subject, wildcards.session, "MESE")
-
-
-def megre_inputs(wildcards):
-    return STUDY.series_files(wildcards.subject, wildcards.session, "MEGRE")
-
-
-def irt1_inputs(wildcards):
-    return STUDY.series_files(wildcards.subject, wildcards.session, "IRT1")
-
-
-def multi_echo_args(section):
-    """Options of a multi-echo fit (config section t2 or t2star) as command-line flags."""
-    flags = {"drop_first_echo": "--drop-first-echo", "noise_floor": "--noise-floor"}
-    return " ".join(flag for key, flag in flags.items() if config[section][key])
-
-
-def dce_inputs(wildcards):
-    s, ses = wildcards.subject, wildcards.session
-    inputs = {
-        "dce": STUDY.subjects[s].sessions[ses].dce,
-        "t1": fit_output(s, ses, "vfa", "T1map"),
-        "t1_xfm": series_xfm(s, ses, "vfa"),
-    }
-    if config["dce"]["aif"] == "aorta":  # the AIF is measured in the baseline aorta label
-        inputs.update(aif_labels=labels_input(wildcards), session_xfm=session_xfm(s, ses))
-    return inputs
-
-
-def dce_args(wildcards, input):
-    dce = config["dce"]
-    args = f"--model {dce['model']} --method {dce['method']} --hematocrit {dce['hematocrit']}"
-    if dce["aif"] == "aorta":
-        args += f" --aif-labels {input.aif_labels} --session-xfm {input.session_xfm}"
-    if dce["r1"] is not None:
-        args += f" --r1 {dce['r1']}"
-    if dce["fit_delay"]:
-        args += " --fit-delay"
-    if input.b1:
-        args += f" --b1 {input.b1}"
-    return args
-
-
-def dwi_inputs(wildcards):
-    dwi = STUDY.subjects[wildcards.subject].sessions[wildcards.session].dwi
-    return {
-        "dwi": dwi,
-        "bval": str(dwi).replace(".nii.gz", ".bval"),
-    }
-
-
-def fit_prefix(wildcards, output):
-    """Output prefix of a fit: the first map's path without its suffix."""
-    return str(output.maps[0]).rsplit("_", 1)[0]
-
-
 def labels_input(wildcards):
     return STUDY.subjects[wildcards.subject].labels
 
@@ -176,230 +79,113 @@ def labels_tsv_input(wildcards):
     return str(STUDY.subjects[wildcards.subject].labels).replace(".nii.gz", ".tsv")
 
 
-def fit_output(subject, session, fit, suffix):
-    """Path of one output map of a fit."""
-    return (
-        f"sub-{subject}/ses-{session}/{FITS[fit]['datatype']}/"
-        f"sub-{subject}_ses-{session}_desc-{fit}_{suffix}.nii.gz"
-    )
+# -- fits ------------------------------------------------------------------------------------
 
 
-def series_xfm(subject, session, fit):
-    series = FITS[fit]["series"]
-    return f"sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-{series}_to-ref_mode-image_xfm.txt"
+def fit_map(subject, session, fit, suffix):
+    """One output map of a fit (``suffix``: ``T1map``, ``R2``, ``fitmask`` ...)."""
+    return OUT.fit_map(subject, session, FITS[fit].datatype, fit, suffix)
 
 
-def session_xfm(subject, session):
-    return f"sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_from-ref_to-baseline_mode-image_xfm.txt"
+def fit_prefix(subject, session, fit):
+    return OUT.fit_prefix(subject, session, FITS[fit].datatype, fit)
 
 
-def rois_mask(subject):
-    return f"sub-{subject}/rois/sub-{subject}_space-baseline_desc-rois_mask.nii.gz"
+def series_xfm(subject, session, fit, ext="txt"):
+    return OUT.series_xfm(subject, session, FITS[fit].series.name, ext)
 
 
-def fit_inputs(subject, session, key=""):
-    """Map, fit mask and series transform of every fit of a session, as named inputs."""
-    out = {}
-    for fit in session_fits(subject, session):
-        for suffix, _ in FITS[fit]["statistics"]:
-            out[f"{key}{fit}_{suffix}"] = fit_output(subject, session, fit, suffix)
-        out[f"{key}{fit}_fitmask"] = fit_output(subject, session, fit, "fitmask")
-        out[f"{key}{fit}_xfm"] = series_xfm(subject, session, fit)
+def moco_xfm(subject, session, fit):
+    return OUT.moco_xfm(subject, session, FITS[fit].series.name)
+
+
+def b1_used(spec, wildcards):
+    """The session's TB1map when the fit uses B1 correction and the session has one."""
+    b1 = STUDY.subjects[wildcards.subject].sessions[wildcards.session].b1map
+    return str(b1) if (b1 is not None and spec.uses_b1(config)) else None
+
+
+def fit_inputs(spec):
+    """Input function of the fit_<name> rules (the raw series, B1 map, what the fit needs)."""
+
+    def inputs(wildcards):
+        s, ses = wildcards.subject, wildcards.session
+        files = {"series": STUDY.series_files(s, ses, spec.series.name)}
+        b1 = b1_used(spec, wildcards)
+        if b1 is not None:
+            files["b1"] = b1
+        if motion_source(spec, config) is spec:
+            files["reference"] = reference_image(wildcards)
+        else:  # the first fit of the series registered and motion-corrected it
+            files["series_xfm"] = series_xfm(s, ses, spec.name)
+            files["moco_xfm"] = moco_xfm(s, ses, spec.name)
+        for name, (fit, param) in spec.requires.items():
+            files[name] = fit_map(s, ses, fit, map_suffix(param))
+            files[f"{name}_xfm"] = series_xfm(s, ses, fit)
+        if spec.reads_labels(config):
+            files["labels"] = labels_input(wildcards)
+            files["session_xfm"] = OUT.session_xfm(s, ses)
+        return files
+
+    return inputs
+
+
+def fit_outputs(spec):
+    """Outputs of the fit_<name> rules (maps; for a series' first fit its transforms too)."""
+    datatype = spec.datatype
+    out = {
+        "maps": [OUT.fit_map(S, T, datatype, spec.name, m.suffix) for m in spec.maps(config)],
+    }
+    if motion_source(spec, config) is spec:
+        series = spec.series.name
+        out.update(
+            xfm=OUT.series_xfm(S, T, series),
+            xfm_json=OUT.series_xfm(S, T, series, "json"),
+            checkerboard=report(
+                OUT.checkerboard(S, T, series, "ref"),
+                caption="../report/qc_registration.rst",
+                category="Registration",
+                subcategory="sub-{subject}",
+                labels={"session": "{session}", "figure": f"from-{series}_to-ref_checkerboard"},
+            ),
+            moco=OUT.moco_xfm(S, T, series),
+            trace=OUT.moco_trace(S, T, series),
+        )
     return out
 
 
-def map_args(subject, session, input, option="--map", key=""):
-    """``--map NAME MAP FITMASK SERIES_XFM`` for every fit of a session."""
-    args = []
+# -- ROI statistics and baseline space -------------------------------------------------------
+
+
+def table_map_files(subject, session):
+    """(table name, map, fitmask, series transform) of every reported map of a session."""
+    out = []
     for fit in session_fits(subject, session):
-        for suffix, name in FITS[fit]["statistics"]:
-            files = [input[f"{key}{fit}_{part}"] for part in (suffix, "fitmask", "xfm")]
-            args.append(f"{option} {name} {' '.join(str(f) for f in files)}")
-    return " ".join(args)
+        for m in FITS[fit].table_maps(config):
+            out.append((m.table, fit_map(subject, session, fit, m.suffix),
+                        fit_map(subject, session, fit, "fitmask"), series_xfm(subject, session, fit)))  # fmt: skip
+    return out
 
 
-def session_stat_inputs(wildcards):
-    s, ses = wildcards.subject, wildcards.session
-    return {
-        "rois": rois_mask(s),
-        "session_xfm": session_xfm(s, ses),
-        **fit_inputs(s, ses),
-    }
-
-
-def session_stat_args(wildcards, input):
-    return map_args(wildcards.subject, wildcards.session, input)
-
-
-def baseline_space_inputs(wildcards):
-    s, ses = wildcards.subject, wildcards.session
-    base = STUDY.subjects[s].baseline
-    return {
-        "rois": rois_mask(s),
-        "reference": baseline_reference(wildcards),
-        "session_xfm": session_xfm(s, ses),
-        "baseline_session_xfm": session_xfm(s, base),
-        **fit_inputs(s, ses),
-        **fit_inputs(s, base, key="baseline_"),
-    }
-
-
-def baseline_space_args(wildcards, input):
-    s, ses = wildcards.subject, wildcards.session
-    base = STUDY.subjects[s].baseline
-    thresholds = " ".join(f"--threshold {k} {v}" for k, v in config["prm"]["thresholds"].items())
-    thresholds += f" --erode-voxels {config['prm']['erode_voxels']}"
-    return " ".join(
-        [
-            map_args(s, ses, input),
-            map_args(s, base, input, "--baseline-map", "baseline_"),
-            thresholds,
-        ]
-    )
+def map_inputs(subject, session):
+    return sorted({f for row in table_map_files(subject, session) for f in row[1:]})
 
 
 def xfm_sidecars(subject):
     """JSON sidecars of every transform of a subject (for the registration table)."""
     out = []
-    for ses in STUDY.subjects[subject].sessions:
-        out.append(session_xfm(subject, ses).replace(".txt", ".json"))
-        out += sorted(
-            {series_xfm(subject, ses, fit).replace(".txt", ".json") for fit in session_fits(subject, ses)}
-        )
+    for ses in sessions_of(subject):
+        out.append(OUT.session_xfm(subject, ses, "json"))
+        out += sorted({series_xfm(subject, ses, fit, "json") for fit in session_fits(subject, ses)})
     return out
 
 
-def subject_table_inputs(wildcards):
-    s = wildcards.subject
-    sessions = list(STUDY.subjects[s].sessions)
-    return {
-        "sessions": [f"sub-{s}/ses-{ses}/sub-{s}_ses-{ses}_roistats.csv" for ses in sessions],
-        "prm": [f"sub-{s}/ses-{ses}/sub-{s}_ses-{ses}_prm.csv" for ses in sessions],
-        "xfm": xfm_sidecars(s),
-        "sessions_tsv": STUDY.subjects[s].sessions_tsv,
-    }
-
-
-def subject_table_paths(kind):
-    return [f"sub-{s}/sub-{s}_{kind}.csv" for s in SUBJECTS]
-
-
-def cohort_inputs(wildcards):
-    return subject_table_paths(wildcards.kind)
-
-
-def moco_trace(subject, session, fit):
-    series = FITS[fit]["series"]
-    return f"sub-{subject}/ses-{session}/xfm/sub-{subject}_ses-{session}_desc-moco{series}_motion.tsv"
-
-
-def moco_xfm(subject, session, fit):
-    return moco_trace(subject, session, fit).replace("_motion.tsv", "_xfm.txt")
-
-
-def qc_inputs(wildcards):
-    """Maps, transforms, motion traces and raw DWI/DCE series a session's QC figures show."""
-    s, ses = wildcards.subject, wildcards.session
-    fits = session_fits(s, ses)
-    files = STUDY.subjects[s].sessions[ses]
-    inputs = {
-        "rois": rois_mask(s),
-        "session_xfm": session_xfm(s, ses),
-        "maps": [fit_output(s, ses, fit, suffix) for fit in fits for suffix in FITS[fit]["suffixes"]],
-        "xfms": [series_xfm(s, ses, fit) for fit in fits],
-        "motion": sorted({moco_trace(s, ses, fit) for fit in fits}),
-    }
-    if "adc" in fits:
-        inputs.update(dwi=files.dwi, dwi_moco=moco_xfm(s, ses, "adc"))
-    if "dce" in fits:
-        inputs.update(dce=files.dce, dce_moco=moco_xfm(s, ses, "dce"), b1=b1_inputs(wildcards))
-    return inputs
-
-
-def qc_args(wildcards, input):
-    s, ses = wildcards.subject, wildcards.session
-    args = [
-        f"--fit {fit} {fit_prefix_of(s, ses, fit)} {series_xfm(s, ses, fit)}"
-        for fit in session_fits(s, ses)
-    ]
-    args.append(f"--motion {' '.join(input.motion)}")
-    if "dwi" in input.keys():
-        args.append(f"--dwi {input.dwi} --dwi-moco {input.dwi_moco}")
-    if "dce" in input.keys():
-        args.append(f"--dce {input.dce} --dce-moco {input.dce_moco}")
-        if input.b1:
-            args.append(f"--b1 {input.b1}")
-    return " ".join(args)
-
-
-def fit_prefix_of(subject, session, fit):
-    return fit_output(subject, session, fit, "R2").rsplit("_", 1)[0]
-
-
-def overview_inputs(wildcards):
-    """The first trajectory figure of the cohort and the QC folder of the first session."""
-    subject, session = STUDY.session_pairs()[0]
-    inputs = {"qc": f"sub-{subject}/qc/ses-{session}"}
-    if config["figures"]["trajectory_rois"]:
-        inputs["trajectory"] = f"cohort/trajectories_{config['figures']['trajectory_rois'][0]}.png"
-    return inputs
-
-
-def overview_figures(wildcards, input):
-    """Figures on the report's first page: cohort trajectories, then one session's QC."""
-    subject, session = STUDY.session_pairs()[0]
-    fits = session_fits(subject, session)
-    stem = f"{input.qc}/sub-{subject}_ses-{session}"
-    figures = [input.trajectory] if "trajectory" in input.keys() else []
-    if "dce" in fits:
-        figures.append(f"{stem}_dce-curves.png")
-    figures += [f"{stem}_desc-{fit}_montage.png" for fit in fits[:1]]
-    return " ".join(figures)
-
-
-def qc_paths():
-    """The QC figure folder of every session."""
-    return [f"sub-{s}/qc/ses-{ses}" for s, ses in STUDY.session_pairs()]
-
-
-def flag_args():
-    """--flag RULE PERCENT for every configured response flag."""
-    return " ".join(f"--flag {k} {v}" for k, v in config["response_flags"].items())
-
-
-def baseline_grid_dirs(subject):
-    """Every session's maps on the baseline grid (folders written by baseline_space)."""
-    return [f"sub-{subject}/ses-{ses}/space-baseline" for ses in STUDY.subjects[subject].sessions]
-
-
-def dose_inputs(wildcards):
-    s = wildcards.subject
-    return {
-        "dose": DOSE_FILES[s],
-        "rois": rois_mask(s),
-        "participants": PARTICIPANTS_TSV,
-        "sessions_tsv": STUDY.subjects[s].sessions_tsv,
-        "maps": baseline_grid_dirs(s),
-    }
-
-
-def dose_args():
-    """Dose options of the config as qmri command-line arguments."""
-    dose = config["dose"]
-    return (
-        f"--bin-edges {' '.join(str(v) for v in dose['bin_edges_gy'])} "
-        f"--eqd2-bin-edges {' '.join(str(v) for v in dose['eqd2_bin_edges_gy'])} "
-        + " ".join(f"--alpha-beta {k} {v}" for k, v in dose["alpha_beta_gy"].items())
-        + f" --hot-volume-cc {dose['hot_volume_cc']} --binned-rois {' '.join(dose['binned_rois'])}"
-    )
-
-
 def study_maps():
-    """Every map any session of the study gets, in the order of the fits."""
+    """Every reported map any session of the study gets, in the order of the fits."""
     names = []
-    for fit in FITS:
-        if any(fit in session_fits(s, ses) for s in SUBJECTS for ses in STUDY.subjects[s].sessions):
-            names += [name for _, name in FITS[fit]["statistics"] if name not in names]
+    for spec in ENABLED_FITS:
+        if any(spec.name in session_fits(s, ses) for s, ses in STUDY.session_pairs()):
+            names += [m.table for m in spec.table_maps(config) if m.table not in names]
     return names
 
 
@@ -414,10 +200,64 @@ def followup_sessions():
     return sorted(first, key=lambda ses: (first[ses], ses))
 
 
-try:  # outcomes with event and days columns get Kaplan-Meier figures
-    KM_OUTCOMES = km_outcomes(PARTICIPANTS_TSV) if Path(PARTICIPANTS_TSV).exists() else []
-except QMRIInputError as error:
-    sys.exit(f"qmri: error: {error}")
+# -- QC --------------------------------------------------------------------------------------
+
+
+def qc_inputs(wildcards):
+    """Maps, transforms, motion traces and raw series a session's QC figures show."""
+    s, ses = wildcards.subject, wildcards.session
+    fits = session_fits(s, ses)
+    inputs = {
+        "maps": [fit_map(s, ses, fit, m.suffix) for fit in fits for m in FITS[fit].maps(config)],
+        "xfms": sorted({series_xfm(s, ses, fit) for fit in fits}),
+        "motion": sorted({OUT.moco_trace(s, ses, FITS[fit].series.name) for fit in fits}),
+        "rois": OUT.rois_mask(s),
+        "session_xfm": OUT.session_xfm(s, ses),
+    }
+    if "adc" in fits:
+        inputs.update(dwi=STUDY.series_files(s, ses, "dwi"), dwi_moco=moco_xfm(s, ses, "adc"))
+    if "dce" in fits:
+        inputs.update(fit_inputs(FITS["dce"])(wildcards))
+        inputs.update(dce_moco=moco_xfm(s, ses, "dce"))
+        inputs.pop("reference", None)
+    return inputs
+
+
+def qc_dce(wildcards, input):
+    """The DCE fit's request arguments for the QC figures (None without a DCE fit)."""
+    if "dce_moco" not in input.keys():
+        return None
+    spec = FITS["dce"]
+    names = [*spec.requires, *(f"{n}_xfm" for n in spec.requires)]
+    if spec.reads_labels(config):
+        names += ["labels", "session_xfm"]
+    return {
+        "series": list(input.series),
+        "moco_xfm": input.dce_moco,
+        "options": spec.options(config),
+        "b1": input.b1 if "b1" in input.keys() else None,
+        "inputs": {n: input[n] for n in names},
+    }
+
+
+def overview_figures(wildcards, input):
+    """Figures on the report's first page: cohort trajectories, then one session's QC."""
+    subject, session = STUDY.session_pairs()[0]
+    fits = session_fits(subject, session)
+    stem = f"{input.qc}/{OUT.stem(subject, session)}"
+    figures = [input.trajectory] if "trajectory" in input.keys() else []
+    if "dce" in fits:
+        figures.append(f"{stem}_dce-curves.png")
+    figures += [f"{stem}_desc-{fit}_montage.png" for fit in fits[:1]]
+    return figures
+
+
+def overview_inputs(wildcards):
+    subject, session = STUDY.session_pairs()[0]
+    inputs = {"qc": OUT.qc_session_dir(subject, session)}
+    if config["figures"]["trajectory_rois"]:
+        inputs["trajectory"] = OUT.cohort(f"trajectories_{config['figures']['trajectory_rois'][0]}.png")
+    return inputs
 
 
 def cohort_figure_files():
@@ -431,7 +271,7 @@ def cohort_figure_files():
     )
     files = []
     for name in pngs:
-        stem = f"cohort/{name.removesuffix('.png')}"
+        stem = OUT.cohort(name.removesuffix(".png"))
         kind = name.split("_")[0]  # trajectories, waterfall, km
         caption = Path(workflow.basedir) / "report" / f"cohort_{kind}.rst"
         png = report(f"{stem}.png", caption=str(caption), category="Cohort",
@@ -440,18 +280,11 @@ def cohort_figure_files():
     return files
 
 
-def cohort_figure_args():
-    fig = config["figures"]
-    return " ".join(
-        [
-            f"--trajectory-rois {' '.join(fig['trajectory_rois'])}",
-            f"--waterfall-rois {' '.join(fig['waterfall_rois'])}",
-            f"--maps {' '.join(study_maps())}",
-            f"--sessions {' '.join(followup_sessions())}",
-            f"--km-outcomes {' '.join(KM_OUTCOMES)}",
-            flag_args(),
-        ]
-    )
+# -- targets ---------------------------------------------------------------------------------
+
+
+def subject_tables_of(kind):
+    return [OUT.subject_table(s, kind) for s in SUBJECTS]
 
 
 def dose_outputs():
@@ -459,10 +292,10 @@ def dose_outputs():
     if not DOSE_FILES:
         return []
     return [
-        *subject_table_paths("dosestats"),
-        *subject_table_paths("dosebins"),
-        "cohort/dosestats.csv",
-        "cohort/dosebins.csv",
+        *subject_tables_of("dosestats"),
+        *subject_tables_of("dosebins"),
+        OUT.cohort("dosestats.csv"),
+        OUT.cohort("dosebins.csv"),
     ]
 
 
@@ -471,17 +304,11 @@ def final_outputs():
     return [
         *dose_outputs(),
         *cohort_figure_files(),
-        *qc_paths(),
-        "cohort/report_overview.html",
-        *subject_table_paths("roistats"),
-        *subject_table_paths("response"),
-        *subject_table_paths("prm"),
-        *subject_table_paths("registration"),
-        "cohort/roistats.csv",
-        "cohort/response.csv",
-        "cohort/prm.csv",
-        "cohort/registration.csv",
-        "cohort/response_flags.csv",
-        "cohort/delineation.csv",
-        "dataset_description.json",
+        *[OUT.qc_session_dir(s, ses) for s, ses in STUDY.session_pairs()],
+        OUT.cohort("report_overview.html"),
+        *[t for kind in ("roistats", "response", "prm", "registration") for t in subject_tables_of(kind)],
+        *[OUT.cohort(f"{kind}.csv") for kind in ("roistats", "response", "prm", "registration")],
+        OUT.cohort("response_flags.csv"),
+        OUT.cohort("delineation.csv"),
+        OUT.dataset_description(),
     ]

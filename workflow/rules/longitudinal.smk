@@ -1,18 +1,32 @@
 # Longitudinal view: every session's maps resampled onto the baseline grid (for display and
 # voxelwise change only) and the parametric response maps of each follow-up (per ROI, the
 # fractions of voxels whose value rose, fell or stayed within the configured threshold).
+# Step: qmri.steps.longitudinal.baseline_space.
 
 
 rule baseline_space:
     input:
-        unpack(baseline_space_inputs),
+        maps=lambda wildcards: map_inputs(wildcards.subject, wildcards.session),
+        baseline_maps=lambda wildcards: map_inputs(
+            wildcards.subject, baseline_of(wildcards.subject)
+        ),
+        session_xfm=OUT.session_xfm(S, T),
+        baseline_session_xfm=lambda wildcards: OUT.session_xfm(
+            wildcards.subject, baseline_of(wildcards.subject)
+        ),
+        reference=baseline_reference,
+        rois=OUT.rois_mask(S),
     output:
-        maps=directory("sub-{subject}/ses-{session}/space-baseline"),
-        prm="sub-{subject}/ses-{session}/sub-{subject}_ses-{session}_prm.csv",
+        maps=directory(OUT.baseline_space_dir(S, T)),
+        prm=OUT.session_table(S, T, "prm"),
     params:
-        maps=baseline_space_args,
+        maps=lambda wildcards: table_map_files(wildcards.subject, wildcards.session),
+        baseline_maps=lambda wildcards: table_map_files(
+            wildcards.subject, baseline_of(wildcards.subject)
+        ),
+        prm=config["prm"],
     log:
-        "logs/baseline_space/sub-{subject}_ses-{session}.log",
+        OUT.log("baseline_space", "sub-{subject}_ses-{session}"),
     # measured on data_sample (see README, Running on a cluster): peak RSS 234 MB, wall 10 s median / 11 s max
     threads: 1
     resources:
@@ -20,8 +34,5 @@ rule baseline_space:
         runtime=5,
     conda:
         "../envs/qmri.yaml"
-    shell:
-        "qmri -v pipeline baseline-space {params.maps} --session-xfm {input.session_xfm} "
-        "--baseline-session-xfm {input.baseline_session_xfm} --reference {input.reference} "
-        "--rois {input.rois} --out-dir {output.maps} --out {output.prm} "
-        "--stem sub-{wildcards.subject}_ses-{wildcards.session} > {log} 2>&1"
+    script:
+        "../scripts/baseline_space.py"

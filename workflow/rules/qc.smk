@@ -1,7 +1,8 @@
-# Quality-control figures of every session (qmri/qc_figures.py): a montage of each fit's maps
-# with ROI contours and colour bars (R2 and fit mask included), DCE AIF and ROI curves with the
-# fitted model, DWI signal decay per ROI with the ADC/IVIM fits, and the within-series motion
-# traces. Registration checkerboards come from the fit and registration rules themselves.
+# Quality-control figures of every session (qmri/qc_figures.py draws them): a montage of each
+# fit's maps with ROI contours and colour bars (R2 and fit mask included), DCE AIF and ROI
+# curves with the fitted model (computed by the fit's own code), DWI signal decay per ROI with
+# the ADC/IVIM fits, and the within-series motion traces. Registration checkerboards come
+# from the fit and registration rules themselves. Steps: qmri.steps.qc.
 
 
 rule qc_session:
@@ -9,7 +10,7 @@ rule qc_session:
         unpack(qc_inputs),
     output:
         report(
-            directory("sub-{subject}/qc/ses-{session}"),
+            directory(OUT.qc_session_dir(S, T)),
             patterns=["{name}.png"],
             caption="../report/qc_session.rst",
             category="Quality control",
@@ -17,9 +18,14 @@ rule qc_session:
             labels={"subject": "{subject}", "session": "{session}", "figure": "{name}"},
         ),
     params:
-        args=qc_args,
+        fits=lambda wildcards: [
+            (fit, fit_prefix(wildcards.subject, wildcards.session, fit),
+             series_xfm(wildcards.subject, wildcards.session, fit))
+            for fit in session_fits(wildcards.subject, wildcards.session)
+        ],  # fmt: skip
+        dce=qc_dce,
     log:
-        "logs/qc_session/sub-{subject}_ses-{session}.log",
+        OUT.log("qc_session", "sub-{subject}_ses-{session}"),
     # not in the measured run (README, Running on a cluster): as session_roistats until measured
     threads: 1
     resources:
@@ -27,10 +33,8 @@ rule qc_session:
         runtime=5,
     conda:
         "../envs/qmri.yaml"
-    shell:
-        "qmri -v pipeline qc-session --subject {wildcards.subject} --session {wildcards.session} "
-        "--rois {input.rois} --session-xfm {input.session_xfm} {params.args} --out-dir {output} "
-        "> {log} 2>&1"
+    script:
+        "../scripts/qc_session.py"
 
 
 localrules:
@@ -43,7 +47,7 @@ rule report_overview:
         unpack(overview_inputs),
     output:
         report(
-            "cohort/report_overview.html",
+            OUT.cohort("report_overview.html"),
             caption="../report/overview.rst",
             category="Overview",
             labels={"figure": "key figures"},
@@ -51,7 +55,7 @@ rule report_overview:
     params:
         figures=overview_figures,
     log:
-        "logs/report_overview.log",
+        OUT.log("report_overview", "report_overview"),
     # not in the measured run (README, Running on a cluster): as cohort_analyses until measured
     threads: 1
     resources:
@@ -59,5 +63,5 @@ rule report_overview:
         runtime=5,
     conda:
         "../envs/qmri.yaml"
-    shell:
-        "qmri -v pipeline report-overview --figures {params.figures} --out {output} > {log} 2>&1"
+    script:
+        "../scripts/report_overview.py"

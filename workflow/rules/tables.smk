@@ -1,5 +1,7 @@
 # Tables: per-session ROI statistics, per-subject roistats.csv and response.csv (data contract
-# section 3), cohort tables, and the derivative's dataset_description.json.
+# section 3), cohort tables, the cohort analyses and figures, the dose tables (with dose_dir)
+# and the derivative's dataset_description.json and .bidsignore.
+# Steps: qmri.steps.tables, qmri.steps.cohort, qmri.steps.dose.
 
 
 localrules:
@@ -12,13 +14,15 @@ localrules:
 
 rule session_roistats:
     input:
-        unpack(session_stat_inputs),
+        maps=lambda wildcards: map_inputs(wildcards.subject, wildcards.session),
+        rois=OUT.rois_mask(S),
+        session_xfm=OUT.session_xfm(S, T),
     output:
-        "sub-{subject}/ses-{session}/sub-{subject}_ses-{session}_roistats.csv",
+        OUT.session_table(S, T, "roistats"),
     params:
-        maps=session_stat_args,
+        maps=lambda wildcards: table_map_files(wildcards.subject, wildcards.session),
     log:
-        "logs/session_roistats/sub-{subject}_ses-{session}.log",
+        OUT.log("session_roistats", "sub-{subject}_ses-{session}"),
     # measured on data_sample (see README, Running on a cluster): peak RSS 274 MB, wall 14 s median / 18 s max
     threads: 1
     resources:
@@ -26,33 +30,40 @@ rule session_roistats:
         runtime=5,
     conda:
         "../envs/qmri.yaml"
-    shell:
-        "qmri -v pipeline session-roistats {params.maps} --rois {input.rois} "
-        "--session-xfm {input.session_xfm} --out {output} > {log} 2>&1"
+    script:
+        "../scripts/session_roistats.py"
 
 
 rule subject_tables:
     input:
-        unpack(subject_table_inputs),
+        sessions=lambda wildcards: [
+            OUT.session_table(wildcards.subject, ses, "roistats")
+            for ses in sessions_of(wildcards.subject)
+        ],
+        prm=lambda wildcards: [
+            OUT.session_table(wildcards.subject, ses, "prm") for ses in sessions_of(wildcards.subject)
+        ],
+        xfm=lambda wildcards: xfm_sidecars(wildcards.subject),
+        sessions_tsv=lambda wildcards: STUDY.subjects[wildcards.subject].sessions_tsv,
     output:
         roistats=report(
-            "sub-{subject}/sub-{subject}_roistats.csv",
+            OUT.subject_table(S, "roistats"),
             caption="../report/roistats.rst",
             category="Tables",
             subcategory="sub-{subject}",
             labels={"table": "ROI statistics"},
         ),
         response=report(
-            "sub-{subject}/sub-{subject}_response.csv",
+            OUT.subject_table(S, "response"),
             caption="../report/response.rst",
             category="Tables",
             subcategory="sub-{subject}",
             labels={"table": "change from baseline"},
         ),
-        prm="sub-{subject}/sub-{subject}_prm.csv",
-        registration="sub-{subject}/sub-{subject}_registration.csv",
+        prm=OUT.subject_table(S, "prm"),
+        registration=OUT.subject_table(S, "registration"),
     log:
-        "logs/subject_tables/sub-{subject}.log",
+        OUT.log("subject_tables", "sub-{subject}"),
     # measured on data_sample (see README, Running on a cluster): peak RSS 152 MB, wall 12 s
     threads: 1
     resources:
@@ -60,23 +71,19 @@ rule subject_tables:
         runtime=5,
     conda:
         "../envs/qmri.yaml"
-    shell:
-        "qmri -v pipeline subject-tables --subject {wildcards.subject} "
-        "--sessions {input.sessions} --sessions-tsv {input.sessions_tsv} "
-        "--out-roistats {output.roistats} --out-response {output.response} "
-        "--prm {input.prm} --out-prm {output.prm} --xfm-sidecars {input.xfm} "
-        "--out-registration {output.registration} > {log} 2>&1"
+    script:
+        "../scripts/subject_tables.py"
 
 
 rule cohort_table:
     input:
-        tables=cohort_inputs,
+        tables=lambda wildcards: subject_tables_of(wildcards.kind),
     output:
-        "cohort/{kind}.csv",
+        OUT.cohort("{kind}.csv"),
     wildcard_constraints:
         kind="roistats|response|prm|registration|dosestats|dosebins",
     log:
-        "logs/cohort_table/{kind}.log",
+        OUT.log("cohort_table", "{kind}"),
     # measured on data_sample (see README, Running on a cluster): peak RSS 150 MB, wall 17 s (2 subjects)
     threads: 1
     resources:
@@ -84,18 +91,19 @@ rule cohort_table:
         runtime=5,
     conda:
         "../envs/qmri.yaml"
-    shell:
-        "qmri -v pipeline cohort-table --tables {input.tables} --out {output} > {log} 2>&1"
+    script:
+        "../scripts/cohort_table.py"
 
 
 rule describe_output:
     output:
-        "dataset_description.json",
+        OUT.dataset_description(),
     params:
-        bids_dir=str(BIDS_DIR),
+        bids_dir=str(STUDY.bids_dir),
         config_sha256=CONFIG_SHA256,
+        bidsignore=bidsignore(all_map_suffixes(config)),
     log:
-        "logs/describe_output.log",
+        OUT.log("describe_output", "describe_output"),
     # measured on data_sample (see README, Running on a cluster): peak RSS 47 MB, wall 2 s
     threads: 1
     resources:
@@ -103,32 +111,34 @@ rule describe_output:
         runtime=5,
     conda:
         "../envs/qmri.yaml"
-    shell:
-        "qmri -v pipeline describe-output --bids-dir {params.bids_dir} "
-        "--config-sha256 {params.config_sha256} --output-dir . > {log} 2>&1"
+    script:
+        "../scripts/describe_output.py"
 
 
 rule cohort_analyses:
     input:
-        roistats="cohort/roistats.csv",
-        response="cohort/response.csv",
+        roistats=OUT.cohort("roistats.csv"),
+        response=OUT.cohort("response.csv"),
         participants=PARTICIPANTS_TSV,
     output:
-        multiext(
-            "cohort/",
-            "response_flags.csv",
-            "delineation.csv",
-            "delineation_summary.csv",
-            "outcomes_logistic.csv",
-            "outcomes_cox.csv",
-            "outcomes_km.csv",
-            "outcomes_missing_columns.csv",
-        ),
+        [
+            OUT.cohort(name)
+            for name in (
+                "response_flags.csv",
+                "delineation.csv",
+                "delineation_summary.csv",
+                "outcomes_logistic.csv",
+                "outcomes_cox.csv",
+                "outcomes_km.csv",
+                "outcomes_missing_columns.csv",
+            )
+        ],
     params:
-        flags=flag_args(),
+        flags=config["response_flags"],
         min_events=config["outcomes"]["min_events"],
+        out_dir=lambda wildcards, output: str(Path(output[0]).parent),
     log:
-        "logs/cohort_analyses.log",
+        OUT.log("cohort_analyses", "cohort_analyses"),
     # measured on data_sample (see README, Running on a cluster): peak RSS 152 MB, wall 8 s (2 subjects)
     threads: 1
     resources:
@@ -136,23 +146,27 @@ rule cohort_analyses:
         runtime=5,
     conda:
         "../envs/qmri.yaml"
-    shell:
-        "qmri -v pipeline cohort-analyses --roistats {input.roistats} "
-        "--response {input.response} --participants {input.participants} --out-dir cohort "
-        "{params.flags} --min-events {params.min_events} > {log} 2>&1"
+    script:
+        "../scripts/cohort_analyses.py"
 
 
 rule subject_dose:
     input:
-        unpack(dose_inputs),
+        dose=lambda wildcards: DOSE_FILES[wildcards.subject],
+        rois=OUT.rois_mask(S),
+        participants=PARTICIPANTS_TSV,
+        sessions_tsv=lambda wildcards: STUDY.subjects[wildcards.subject].sessions_tsv,
+        maps=lambda wildcards: [
+            OUT.baseline_space_dir(wildcards.subject, ses) for ses in sessions_of(wildcards.subject)
+        ],
     output:
-        stats="sub-{subject}/sub-{subject}_dosestats.csv",
-        bins="sub-{subject}/sub-{subject}_dosebins.csv",
+        stats=OUT.subject_table(S, "dosestats"),
+        bins=OUT.subject_table(S, "dosebins"),
     params:
-        baseline=lambda wildcards: STUDY.subjects[wildcards.subject].baseline,
-        options=dose_args(),
+        baseline=lambda wildcards: baseline_of(wildcards.subject),
+        dose=config["dose"],
     log:
-        "logs/subject_dose/sub-{subject}.log",
+        OUT.log("subject_dose", "sub-{subject}"),
     # measured on data_sample (see README, Running on a cluster): not in the sample: as baseline_space
     threads: 1
     resources:
@@ -160,25 +174,26 @@ rule subject_dose:
         runtime=5,
     conda:
         "../envs/qmri.yaml"
-    shell:
-        "qmri -v pipeline subject-dose --subject {wildcards.subject} --dose {input.dose} "
-        "--rois {input.rois} --participants {input.participants} "
-        "--sessions-tsv {input.sessions_tsv} --baseline-session {params.baseline} "
-        "--baseline-grid-dirs {input.maps} {params.options} "
-        "--out-stats {output.stats} --out-bins {output.bins} > {log} 2>&1"
+    script:
+        "../scripts/subject_dose.py"
 
 
 rule cohort_figures:
     input:
-        roistats="cohort/roistats.csv",
-        response="cohort/response.csv",
-        km="cohort/outcomes_km.csv",
+        roistats=OUT.cohort("roistats.csv"),
+        response=OUT.cohort("response.csv"),
+        km=OUT.cohort("outcomes_km.csv"),
     output:
         cohort_figure_files(),
     params:
-        options=cohort_figure_args(),
+        figures=config["figures"],
+        maps=study_maps(),
+        sessions=followup_sessions(),
+        km=KM_OUTCOMES,
+        flags=config["response_flags"],
+        out_dir=lambda wildcards, output: str(Path(output[0]).parent),
     log:
-        "logs/cohort_figures.log",
+        OUT.log("cohort_figures", "cohort_figures"),
     # measured on data_sample (see README, Running on a cluster): not in the sample run measured: as cohort_analyses
     threads: 1
     resources:
@@ -186,6 +201,5 @@ rule cohort_figures:
         runtime=5,
     conda:
         "../envs/qmri.yaml"
-    shell:
-        "qmri -v pipeline cohort-figures --roistats {input.roistats} --response {input.response} "
-        "--km {input.km} --out-dir cohort {params.options} > {log} 2>&1"
+    script:
+        "../scripts/cohort_figures.py"

@@ -1,0 +1,9 @@
+# Rule derive_rois: qmri.steps.rois.derive_subject_rois.
+from qmri.steps.rois import derive_subject_rois
+from qmri.steps.runner import run_step
+
+i = snakemake.input
+run_step(
+    snakemake, derive_subject_rois, subject=snakemake.wildcards.subject, dseg=i.dseg,
+    reference=i.reference, participants=i.participants, out_mask=snakemake.output.mask,
+)  # fmt: skip
