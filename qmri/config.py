@@ -72,6 +72,8 @@ def validate_config(
                 f"unknown key (known keys here: {', '.join(known)})", f"config key '{name}'"
             )
         raise QMRIInputError(err.message, f"config key '{where or '<root>'}'")
+    if "bids_dir" in cfg and "output_dir" in cfg:
+        _check_output_dir(Path(cfg["bids_dir"]), Path(cfg["output_dir"]))
     if "registration" in cfg:
         reg = cfg["registration"]
         if len(reg["shrink_factors"]) != len(reg["smoothing_sigmas_mm"]):
@@ -80,6 +82,23 @@ def validate_config(
                 "config key 'registration.smoothing_sigmas_mm'",
             )
     return cfg
+
+
+def _check_output_dir(bids_dir: Path, output_dir: Path) -> None:
+    """The output may not be the raw dataset or inside it, except under its ``derivatives/``
+    (the BIDS place for derived data, e.g. ``<bids_dir>/derivatives/qmri``)."""
+    raw, out = bids_dir.resolve(), output_dir.resolve()
+    if out == raw:
+        raise QMRIInputError(
+            "is the raw dataset (bids_dir): outputs would be mixed into the inputs",
+            "config key 'output_dir'",
+        )
+    if out.is_relative_to(raw) and not out.is_relative_to(raw / "derivatives"):
+        raise QMRIInputError(
+            f"lies inside bids_dir ({raw}) outside its derivatives/ folder: outputs would be "
+            "taken for raw data (use e.g. <bids_dir>/derivatives/qmri)",
+            "config key 'output_dir'",
+        )
 
 
 def schema_with_sections(

@@ -11,6 +11,10 @@ map of every session, so their statistics can be put side by side from a ``roist
 ``added_volume_ml``
     ``ctv_volume_ml - tumor_volume_ml`` (mL): the volume B adds, on the map's own grid (the
     ``volume_ml`` of roistats, so a DCE map and a T2 map can differ slightly).
+
+When the labels carry the treatment plan's CTV (``ctv_plan``, imported from an RTSTRUCT),
+:func:`plan_delineation_table` puts the derived ``ctv`` beside it in the same form
+(``difference = ctv - ctv_plan``): how the consensus-rule CTV compares with the one planned.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ __all__ = [
     "DELINEATION_COLUMNS",
     "DELINEATION_STATS",
     "DELINEATION_SUMMARY_COLUMNS",
+    "PLAN_DELINEATION_COLUMNS",
     "delineation_summary",
     "delineation_table",
+    "plan_delineation_table",
     "session_kind",
 ]
 
@@ -54,6 +60,18 @@ DELINEATION_COLUMNS: tuple[str, ...] = (
     "added_volume_ml",
     "tumor_valid_fraction",
     "ctv_valid_fraction",
+)
+
+_PLAN_NAMES = {
+    "tumor": "ctv_plan",
+    "tumor_volume_ml": "ctv_plan_volume_ml",
+    "tumor_valid_fraction": "ctv_plan_valid_fraction",
+}
+
+#: Columns of :func:`plan_delineation_table`: those of :data:`DELINEATION_COLUMNS` with the
+#: plan's CTV in place of the tumour.
+PLAN_DELINEATION_COLUMNS: tuple[str, ...] = tuple(
+    _PLAN_NAMES.get(c, c) for c in DELINEATION_COLUMNS
 )
 
 #: Columns of :func:`delineation_summary`, in order.
@@ -238,3 +256,29 @@ def delineation_summary(table: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in DELINEATION_SUMMARY_COLUMNS})
     out = pd.DataFrame(rows).sort_values(["_first", "_kind"], kind="stable")
     return out[list(DELINEATION_SUMMARY_COLUMNS)].reset_index(drop=True)
+
+
+def plan_delineation_table(
+    roistats: pd.DataFrame, *, stats: Sequence[str] = DELINEATION_STATS
+) -> pd.DataFrame:
+    """The derived ``ctv`` beside the treatment plan's ``ctv_plan``, statistic by statistic.
+
+    Parameters
+    ----------
+    roistats : pandas.DataFrame
+        A roistats table, one subject or the cohort.
+    stats : sequence of str, default :data:`DELINEATION_STATS`
+        Statistics to compare.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Exactly :data:`PLAN_DELINEATION_COLUMNS`: ``difference = ctv - ctv_plan`` (map units),
+        ``pct_difference`` relative to ``ctv_plan`` (%), ``added_volume_ml`` what the derived
+        CTV adds to the planned one (mL, negative when smaller). No rows when no subject has a
+        ``ctv_plan`` label.
+    """
+    if not (roistats["roi"].astype(str) == "ctv_plan").any():
+        return pd.DataFrame(columns=list(PLAN_DELINEATION_COLUMNS))
+    table = delineation_table(roistats, stats=stats, roi_a="ctv_plan", roi_b="ctv")
+    return table.rename(columns=_PLAN_NAMES)[list(PLAN_DELINEATION_COLUMNS)]

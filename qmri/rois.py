@@ -21,6 +21,10 @@ contract's output tables name them:
     Vertebral bodies of the levels two or more levels away from every treated level.
 ``cord_treated``, ``cord_adjacent``
     Cord labels of the treated levels, and of the levels one above or below (not treated).
+``ctv_plan``
+    The CTV of the treatment plan (a mask beside the labels, from an RTSTRUCT: structures of a
+    plan overlap, so it cannot be a label of the ``dseg``), when given: the delineation table
+    compares it with the derived ``ctv``.
 ``vb_<level>``, ``cord_<level>``
     Each labelled level as drawn.
 
@@ -101,6 +105,8 @@ def derive_rois(
     labels: np.ndarray,
     table: Mapping[int, Label | str],
     treated_levels: Sequence[str] | str,
+    *,
+    ctv_plan: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Derive the contract's ROI masks from a label image.
 
@@ -113,12 +119,14 @@ def derive_rois(
         :func:`qmri.labels.read_dseg_tsv`.
     treated_levels : sequence of str or str
         Treated vertebral levels (``["T12", "L1"]`` or ``"T12,L1"``).
+    ctv_plan : ndarray, optional
+        The treatment plan's CTV on the label grid (non-zero inside), kept as ROI ``ctv_plan``.
 
     Returns
     -------
     dict of str to ndarray of bool
         Masks with the shape of ``labels``, in a fixed order: the seven :data:`DERIVED_ROIS`,
-        then ``vb_<level>`` for every level with a ``vb`` label in the table, then
+        ``ctv_plan`` when given, then ``vb_<level>`` for every level with a ``vb`` label in the table, then
         ``cord_<level>`` for every level with a ``cord`` label, each group in cranio-caudal order.
         Empty ROIs are all-False masks.
 
@@ -181,6 +189,13 @@ def derive_rois(
         "cord_treated": union(cord, [lv for lv in cord_levels if distance(lv) == 0]),
         "cord_adjacent": union(cord, [lv for lv in cord_levels if distance(lv) == 1]),
     }
+    if ctv_plan is not None:
+        plan = np.asarray(ctv_plan)
+        if plan.shape != labels.shape:
+            raise QMRIInputError(
+                f"plan CTV mask has shape {plan.shape}, the labels {labels.shape}", "ctv_plan"
+            )
+        rois["ctv_plan"] = plan > 0
     rois.update({f"vb_{lv}": vb[lv] for lv in vb_levels})
     rois.update({f"cord_{lv}": cord[lv] for lv in cord_levels})
     return rois

@@ -30,6 +30,12 @@ class SubjectIndex:
     sessions: dict[str, bids.SessionFiles]
     labels: Path
     sessions_tsv: Path
+    ctv_plan: Path | None = None
+
+
+#: The treatment plan's CTV beside the labels (``sub-S_ses-B_desc-ctvplan_mask.nii.gz``,
+#: optional; written by the RTSTRUCT import): plan structures overlap the labels.
+CTV_PLAN_SUFFIX = "desc-ctvplan_mask.nii.gz"
 
 
 def _check_labels_grid(labels: Path, reference: Path | None) -> None:
@@ -37,6 +43,11 @@ def _check_labels_grid(labels: Path, reference: Path | None) -> None:
     table = Path(str(labels).replace(".nii.gz", ".tsv"))
     if not table.exists():
         raise QMRIInputError("label table (index, name) not found beside the label map", table)
+    _check_grid(labels, reference)
+
+
+def _check_grid(labels: Path, reference: Path | None) -> None:
+    """A label image or mask must share the grid of the baseline reference (headers only)."""
     img = load_nifti(labels, ndim=3)
     ref = load_nifti(reference, ndim=3) if reference is not None else None
     if ref is not None and (
@@ -123,7 +134,12 @@ class Study:
             raise QMRIInputError(f"no label map for the baseline session ses-{baseline}", labels)
         if check:
             _check_labels_grid(labels, files[baseline].reference)
-        return SubjectIndex(subject, days, baseline, files, labels, sessions_tsv)
+        plan = labels.with_name(f"{stem}_{CTV_PLAN_SUFFIX}")
+        if not plan.exists():
+            plan = None
+        elif check:
+            _check_grid(plan, files[baseline].reference)
+        return SubjectIndex(subject, days, baseline, files, labels, sessions_tsv, plan)
 
     # -- questions the rules ask ---------------------------------------------------------------
 

@@ -42,6 +42,7 @@ def _derived_rois(tmp: Path, subject: str) -> Path:
         / f"derivatives/labels/sub-{subject}/ses-pre/anat/sub-{subject}_ses-pre_dseg.nii.gz",
         reference=SAMPLE / f"sub-{subject}/ses-pre/anat/sub-{subject}_ses-pre_T2w.nii.gz",
         participants=SAMPLE / "participants.tsv",
+        ctv_plan=None,
         out_mask=out,
     )
     return out

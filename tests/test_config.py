@@ -44,3 +44,22 @@ def test_config_hash_is_stable_and_sensitive():
     a = validate_config(BASE, SCHEMA)
     assert config_hash(a) == config_hash(validate_config(BASE, SCHEMA))
     assert config_hash(a) != config_hash(validate_config({**BASE, "adc": {"b_min": 0}}, SCHEMA))
+
+
+@pytest.mark.parametrize(
+    ("output_dir", "message"),
+    [
+        ("{bids}", "is the raw dataset"),
+        ("{bids}/sub-01/out", "inside bids_dir"),
+        ("{bids}/../results", None),
+        ("{bids}/derivatives/qmri", None),
+    ],
+)
+def test_output_dir_may_not_be_inside_the_raw_dataset(tmp_path, output_dir, message):
+    bids = tmp_path / "study"
+    config = {"bids_dir": str(bids), "output_dir": output_dir.format(bids=bids)}
+    if message is None:
+        validate_config(config, SCHEMA)
+    else:
+        with pytest.raises(QMRIInputError, match=rf"config key 'output_dir': .*{message}"):
+            validate_config(config, SCHEMA)

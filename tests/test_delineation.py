@@ -9,8 +9,10 @@ import pytest
 from qmri.delineation import (
     DELINEATION_COLUMNS,
     DELINEATION_SUMMARY_COLUMNS,
+    PLAN_DELINEATION_COLUMNS,
     delineation_summary,
     delineation_table,
+    plan_delineation_table,
 )
 from qmri.tables import ROISTATS_COLUMNS
 
@@ -79,3 +81,16 @@ def test_cohort_summary():
     fu = summary.loc[(summary["stat"] == "mean") & (summary["session_kind"] == "followup")]
     assert fu.iloc[0]["n_subjects"] == 1  # sub-02 lacks its tumour row
     assert summary["session_kind"].tolist() == ["baseline", "followup"] * 2
+
+
+def test_plan_ctv_beside_the_derived_ctv():
+    roistats = _roistats()
+    assert plan_delineation_table(roistats).empty  # no ctv_plan label: no rows
+    plan = roistats[roistats["roi"] == "ctv"].assign(roi="ctv_plan")
+    plan = plan.assign(mean=plan["mean"] * 0.8, volume_ml=plan["volume_ml"] - 2.0)
+    table = plan_delineation_table(pd.concat([roistats, plan]), stats=("mean",))
+    assert list(table.columns) == list(PLAN_DELINEATION_COLUMNS)
+    assert len(table) == 4  # one row per (subject, session) with a ctv
+    np.testing.assert_allclose(table["difference"], table["ctv"] - table["ctv_plan"])
+    np.testing.assert_allclose(table["pct_difference"], 25.0)  # ctv = plan / 0.8
+    np.testing.assert_allclose(table["added_volume_ml"], 2.0)

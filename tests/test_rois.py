@@ -235,3 +235,16 @@ def test_derived_roi_properties(vol, treated):
     np.testing.assert_array_equal(parts[0] | parts[1] | parts[2], vb_all)
     assert int(sum(p.sum() for p in parts)) == int(vb_all.sum())  # disjoint
     assert not (rois["cord_treated"] & rois["cord_adjacent"]).any()
+
+
+def test_a_planned_ctv_mask_becomes_the_ctv_plan_roi():
+    labels = np.zeros((4, 4, 4), dtype=np.int16)
+    labels[1:3, 1:3, 1:3] = 1
+    plan = np.zeros(labels.shape, np.uint8)
+    plan[0:3, 1:3, 1:3] = 1  # overlaps the body: a plan structure, not a label
+    rois = derive_rois(labels, {1: "vb_L1"}, ["L1"], ctv_plan=plan)
+    assert list(rois)[7] == "ctv_plan"
+    assert rois["ctv_plan"].sum() == 12
+    assert "ctv_plan" not in derive_rois(labels, {1: "vb_L1"}, ["L1"])
+    with pytest.raises(QMRIInputError, match="plan CTV mask has shape"):
+        derive_rois(labels, {1: "vb_L1"}, ["L1"], ctv_plan=plan[:2])

@@ -603,3 +603,31 @@ def test_output_passes_the_bids_validator_as_a_derivative(processed):
     kinds = sorted({i["code"] for i in errors})
     assert errors == [], f"{len(errors)} errors of kinds {kinds}, first: {errors[:3]}"
     assert report["summary"]["dataTypes"], report["summary"]
+
+
+@pytest.mark.slow
+def test_a_planned_ctv_is_reported_beside_the_derived_one(tmp_path):
+    """Issue #13: a ``desc-ctvplan_mask`` beside the labels becomes ROI ``ctv_plan``, and
+    ``cohort/delineation_plan.csv`` compares the derived ``ctv`` with it."""
+    bids = write_phantom_dataset(tmp_path / "bids", n_subjects=1, sessions=("pre", "fu1"),
+                                 small=True)  # fmt: skip
+    anat = bids / "derivatives" / "labels" / "sub-01" / "ses-pre" / "anat"
+    dseg = nib.load(anat / "sub-01_ses-pre_dseg.nii.gz")
+    table = labels.read_dseg_tsv(anat / "sub-01_ses-pre_dseg.tsv")
+    part = pd.read_csv(bids / "participants.tsv", sep="\t")
+    treated = labels.parse_levels(part.loc[0, "treated_levels"])
+    derived = rois.derive_rois(np.asarray(dseg.dataobj).astype(int), table, treated)
+    plan = derived["tumor"] | derived["vb_treated_nontumor"]  # a plan CTV: GTV + treated body
+    nib.save(nib.Nifti1Image(plan.astype(np.uint8), dseg.affine),
+             anat / "sub-01_ses-pre_desc-ctvplan_mask.nii.gz")  # fmt: skip
+    out = tmp_path / "out"
+    config = tmp_path / "nodce.yaml"
+    config.write_text("dce:\n  activate: false\n")
+    run_workflow(bids, out, "--configfile", str(ROOT / "config" / "config.yaml"), str(config))
+    stats = pd.read_csv(out / "sub-01" / "sub-01_roistats.csv", dtype={"session": str})
+    voxels = stats[(stats.roi == "ctv_plan") & (stats["map"] == "T1") & (stats.session == "pre")]
+    assert len(voxels) == 1
+    comparison = pd.read_csv(out / "cohort" / "delineation_plan.csv")
+    assert set(comparison["session"].astype(str)) == {"pre", "fu1"}
+    # the derived CTV adds the touched posterior elements to the plan's body + GTV
+    assert (comparison["added_volume_ml"] >= 0).all()

@@ -31,7 +31,8 @@ def cohort_analyses(
 
     Writes under ``out_dir``: ``response_flags.csv`` (``flag_thresholds``: config
     ``response_flags``; empty: the documented defaults of :func:`qmri.response.response_flags`),
-    ``delineation.csv``, ``delineation_summary.csv`` and the outcome tables of
+    ``delineation.csv``, ``delineation_summary.csv``, ``delineation_plan.csv`` (the derived CTV
+    against the plan's ``ctv_plan``, no rows without one) and the outcome tables of
     :mod:`qmri.outcomes` (``outcomes_logistic.csv``, ``outcomes_cox.csv``, ``outcomes_km.csv``,
     ``outcomes_missing_columns.csv``, the last listing the clinical columns participants.tsv
     lacks); models need ``min_events`` events (config ``outcomes.min_events``).
@@ -46,6 +47,8 @@ def cohort_analyses(
     written.append(
         write_csv(delineation.delineation_summary(table), out_dir / "delineation_summary.csv")
     )
+    plan = delineation.plan_delineation_table(roistats)
+    written.append(write_csv(plan, out_dir / "delineation_plan.csv"))
     participants = tables.read_participants_tsv(participants_tsv)
     results = outcomes.outcome_analyses(participants, resp, min_events=min_events)
     written += list(outcomes.write_outcome_tables(results, out_dir).values())

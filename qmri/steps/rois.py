@@ -19,12 +19,19 @@ __all__ = ["derive_subject_rois"]
 
 
 def derive_subject_rois(
-    *, subject: str, dseg: Path, reference: Path, participants: Path, out_mask: Path
+    *,
+    subject: str,
+    dseg: Path,
+    reference: Path,
+    participants: Path,
+    ctv_plan: Path | None,
+    out_mask: Path,
 ) -> Path:
     """Derive the contract's ROIs from the baseline labels; write them as one 4D mask.
 
-    The labels must be drawn on the baseline reference (same grid). The ROI names, in volume
-    order, go to a ``.tsv`` beside the mask (``index``, ``roi``).
+    The labels must be drawn on the baseline reference (same grid); ``ctv_plan`` is the
+    treatment plan's CTV mask beside them when there is one (ROI ``ctv_plan``). The ROI
+    names, in volume order, go to a ``.tsv`` beside the mask (``index``, ``roi``).
     """
     table = labels.read_dseg_tsv(Path(str(dseg).replace(".nii.gz", ".tsv")))
     img = load_nifti(dseg, ndim=3)
@@ -37,12 +44,15 @@ def derive_subject_rois(
         )
     data = labels.check_labels(np.asarray(img.dataobj), table, dseg)
     levels = tables.treated_levels(participants, subject)
-    derived = rois.derive_rois(data, table, levels)
+    plan = None
+    if ctv_plan is not None:
+        plan = np.asarray(load_nifti(ctv_plan, ndim=3).dataobj) > 0
+    derived = rois.derive_rois(data, table, levels, ctv_plan=plan)
     sidecar = {
         "Description": "derived ROIs of the data contract, one binary mask per volume "
         "(names in the .tsv beside this file), on the baseline reference grid",
         "TreatedLevels": levels,
-        "Sources": [str(dseg), str(participants)],
+        "Sources": [str(p) for p in (dseg, participants, ctv_plan) if p is not None],
         **software(),
     }
     return write_rois(derived, img.affine, out_mask, sidecar=sidecar)

@@ -10,6 +10,7 @@ rule derive_rois:
         tsv=labels_tsv_input,
         reference=baseline_reference,
         participants=PARTICIPANTS_TSV,
+        ctv_plan=lambda wildcards: STUDY.subjects[wildcards.subject].ctv_plan or [],
     output:
         mask=OUT.rois_mask(S),
         names=OUT.rois_mask(S).replace(".nii.gz", ".tsv"),

@@ -127,6 +127,7 @@ rule cohort_analyses:
                 "response_flags.csv",
                 "delineation.csv",
                 "delineation_summary.csv",
+                "delineation_plan.csv",
                 "outcomes_logistic.csv",
                 "outcomes_cox.csv",
                 "outcomes_km.csv",
