@@ -76,6 +76,19 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         print(path)
 
 
+def _add_import_commands(parser: argparse.ArgumentParser) -> None:
+    from qmri.cli_import import add_import_commands
+
+    add_import_commands(parser, func=_cmd_import)
+
+
+def _cmd_import(args: argparse.Namespace) -> None:
+    from qmri.cli_import import run_import
+
+    for line in run_import(args):
+        print(line)
+
+
 def _cmd_phantom(args: argparse.Namespace) -> None:
     from qmri.phantom import write_phantom_dataset
 
@@ -113,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fit one model to plain NIfTI files; parameters the flags omit come from "
         "the BIDS sidecar next to the data, defaults from the workflow's config schema.",
         populate=_add_fit_commands,
+    )
+
+    sub.add_parser(
+        "import",
+        help="bring segmenter label maps into the contract's layout",
+        description="Convert data written by other tools to the data contract's layout.",
+        populate=_add_import_commands,
     )
 
     ph = sub.add_parser("phantom", help="write the spine digital reference object (BIDS)")
