@@ -3,14 +3,19 @@
 Only what the data contract (section 1) names is looked for; everything is optional per
 session. Loading a series checks it against its sidecars and raises a one-line
 :class:`~qmri.errors.QMRIInputError` naming the file for anything inconsistent: a missing
-required sidecar field, a volume count that disagrees with the flip angles / echo times /
-b-values, series files on different grids.
+required sidecar field, a value that is not a number (a JSON string ``"15"`` included) or
+outside its plausible range in its BIDS unit (:data:`qmri.io.SIDECAR_RANGES`: an echo time in
+ms), a volume count that disagrees with the flip angles / echo times / b-values, a ``.bvec``
+that is not unit length, a DCE series of fewer than :data:`MIN_DCE_FRAMES` frames or with
+non-increasing ``VolumeTiming``, series files on different grids. ``docs/robustness.md``
+lists every case and its outcome.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,11 +167,24 @@ def session_files(
     )
 
 
+def _refuse_broken_links(paths: Iterable[Path]) -> None:
+    """A ``sub-*`` or ``ses-*`` entry that is a dangling symbolic link is an error: skipped as
+    "not a folder", a subject or session would be left out without a word."""
+    for path in sorted(paths):
+        if path.is_symlink() and not path.exists():
+            raise QMRIInputError(
+                f"broken symbolic link: its target {os.readlink(path)} does not exist "
+                "(or it is a link loop)",
+                path,
+            )
+
+
 def discover_subjects(bids_dir: str | Path, participant_label: Sequence[str] = ()) -> list[str]:
     """Subject labels (without ``sub-``) present as folders, optionally restricted."""
     bids_dir = Path(bids_dir)
     if not (bids_dir / "dataset_description.json").exists():
         raise QMRIInputError("not a BIDS dataset (no dataset_description.json)", bids_dir)
+    _refuse_broken_links(bids_dir.glob("sub-*"))
     found = sorted(p.name[4:] for p in bids_dir.glob("sub-*") if p.is_dir())
     if participant_label:
         wanted = [s.removeprefix("sub-") for s in participant_label]
@@ -182,6 +200,7 @@ def discover_subjects(bids_dir: str | Path, participant_label: Sequence[str] = (
 def discover_sessions(bids_dir: str | Path, subject: str) -> list[str]:
     """Session labels (without ``ses-``) present as folders of a subject, sorted by name."""
     sub = Path(bids_dir) / f"sub-{subject}"
+    _refuse_broken_links(sub.glob("ses-*"))
     sessions = sorted(p.name[4:] for p in sub.glob("ses-*") if p.is_dir())
     if not sessions:
         raise QMRIInputError("no ses-* folders (qmri needs one session per timepoint)", sub)
@@ -195,6 +214,8 @@ def _require(meta: dict[str, Any], key: str, path: Path) -> Any:
 
 
 def _positive_number(value: Any, key: str, path: Path) -> float:
+    if isinstance(value, str | bool):  # JSON "15" or true is not a number, whatever it reads as
+        raise QMRIInputError(f"'{key}' must be a number, got {value!r}", path)
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -312,17 +333,64 @@ def dwi_parameters(paths: Sequence[Path]) -> dict[str, Any]:
     params: dict[str, Any] = {"bvals": bvals.tolist()}
     bvec = _dwi_companion(path, ".bvec")
     if bvec.exists():
-        params["bvecs"] = read_bvecs(bvec, n).tolist()
+        params["bvecs"] = read_bvecs(bvec, n, bvals=bvals).tolist()
     return params
 
 
+#: Fewest frames of a DCE series: 2 pre-contrast frames (the fewest the baseline detection
+#: accepts, :data:`qmri.models.dce.arrival.MIN_BASELINE_FRAMES`) and 5 after the bolus, one more
+#: than the 4 parameters of the largest kinetic fit (extended Tofts with an arterial delay).
+MIN_DCE_FRAMES = 7
+
+
+def _check_dce_frames(n_frames: int, path: Path) -> None:
+    if n_frames < MIN_DCE_FRAMES:
+        raise QMRIInputError(
+            f"{n_frames} frames are too few for a kinetic fit: DCE needs at least "
+            f"{MIN_DCE_FRAMES} (2 before the bolus, 5 after it)",
+            path,
+        )
+
+
 def frame_times(meta: dict[str, Any], n_frames: int, path: Path) -> list[float]:
-    """Frame times (s) from a DCE sidecar: ``VolumeTiming``, else ``RepetitionTime`` steps."""
+    """Frame times (s) from a DCE sidecar: ``VolumeTiming``, else ``RepetitionTime`` steps.
+
+    Parameters
+    ----------
+    meta : dict
+        The sidecar's content.
+    n_frames : int
+        Frames of the series (at least :data:`MIN_DCE_FRAMES`).
+    path : Path
+        The sidecar, named in errors.
+
+    Returns
+    -------
+    list of float
+        One time (s) per frame, strictly increasing.
+
+    Raises
+    ------
+    QMRIInputError
+        Naming the sidecar: too few frames, no timing, timing of the wrong length or not
+        strictly increasing.
+    """
+    _check_dce_frames(n_frames, path)
     if "VolumeTiming" in meta:
+        timing = meta["VolumeTiming"]
+        if not isinstance(timing, list) or any(isinstance(t, str | bool) for t in timing):
+            raise QMRIInputError("'VolumeTiming' must be a list of numbers (s)", path)
         try:
-            times = [float(t) for t in meta["VolumeTiming"]]
+            times = [float(t) for t in timing]
         except (TypeError, ValueError):
             raise QMRIInputError("'VolumeTiming' must be a list of numbers (s)", path) from None
+        for k in range(1, len(times)):
+            if not times[k] > times[k - 1]:
+                raise QMRIInputError(
+                    f"'VolumeTiming' must increase: volume {k} at {times[k]:g} s does not "
+                    f"follow volume {k - 1} at {times[k - 1]:g} s",
+                    path,
+                )
     elif "RepetitionTime" in meta:
         step = _positive_number(meta["RepetitionTime"], "RepetitionTime", path)
         times = [k * step for k in range(n_frames)]
@@ -346,6 +414,7 @@ def dce_parameters(paths: Sequence[Path]) -> dict[str, Any]:
     """
     path = Path(paths[0])
     img = load_nifti(path, ndim=4)
+    _check_dce_frames(img.shape[3], path)
     side = sidecar_path(path)
     meta = read_json(side)
     baseline = meta.get("BaselineFrames")
@@ -392,8 +461,34 @@ def read_bvals(path: Path) -> np.ndarray:
     return values
 
 
-def read_bvecs(path: Path, n: int) -> np.ndarray:
-    """Read an FSL-style ``.bvec`` file: 3 rows of ``n`` columns; returns ``(n, 3)``."""
+#: Largest relative deviation from 1 of a b-vector's length that is read as rounding and
+#: normalised; a vector further off is an error (a b-value folded into the vector length is
+#: not supported: give it in the ``.bval``).
+BVEC_LENGTH_TOLERANCE = 0.01
+
+
+def read_bvecs(path: Path, n: int, *, bvals: np.ndarray | None = None) -> np.ndarray:
+    """Read an FSL-style ``.bvec`` file: 3 rows of ``n`` columns; returns ``(n, 3)`` unit vectors.
+
+    A vector within :data:`BVEC_LENGTH_TOLERANCE` of unit length is normalised (one already
+    unit to 1e-6 is returned as read); a zero vector is allowed for a b = 0 volume (any
+    volume when ``bvals`` is not given) and returned as zeros.
+
+    Parameters
+    ----------
+    path : Path
+        The ``.bvec`` file.
+    n : int
+        Volumes of the series.
+    bvals : ndarray, optional
+        The series' b-values (s/mm^2): a zero vector is then an error where b > 0.
+
+    Raises
+    ------
+    QMRIInputError
+        Naming the file: not 3 rows of ``n`` numbers, not finite, a vector that is neither unit
+        (within the tolerance) nor zero, or a zero vector of a diffusion-weighted volume.
+    """
     if not path.exists():
         raise QMRIInputError("b-vector file not found", path)
     try:
@@ -403,7 +498,33 @@ def read_bvecs(path: Path, n: int) -> np.ndarray:
         raise QMRIInputError("b-vectors must be 3 rows of numbers", path) from None
     if vecs.shape != (3, n):
         raise QMRIInputError(f"expected 3 rows of {n} b-vectors, got shape {vecs.shape}", path)
-    return vecs.T
+    if not np.all(np.isfinite(vecs)):
+        raise QMRIInputError("b-vectors must be finite numbers", path)
+    vecs = vecs.T
+    norms = np.linalg.norm(vecs, axis=1)
+    zero = norms < 1e-6
+    if bvals is not None:
+        weighted = zero & (np.asarray(bvals, dtype=float) > 0)
+        if weighted.any():
+            k = int(np.flatnonzero(weighted)[0])
+            raise QMRIInputError(
+                f"b-vector of volume {k} is zero but its b-value is {float(bvals[k]):g} s/mm^2 "
+                "(only b = 0 volumes may have zero vectors)",
+                path,
+            )
+    off = ~zero & (np.abs(norms - 1) > BVEC_LENGTH_TOLERANCE)
+    if off.any():
+        k = int(np.flatnonzero(off)[0])
+        raise QMRIInputError(
+            f"b-vector of volume {k} has length {norms[k]:.4g}, not 1 (tolerance "
+            f"{BVEC_LENGTH_TOLERANCE:.0%}): qmri needs unit vectors (a b-value folded into "
+            "the vector length is not supported: give it in the .bval)",
+            path,
+        )
+    rescale = ~zero & (np.abs(norms - 1) > 1e-6)
+    if rescale.any():
+        vecs[rescale] /= norms[rescale, None]
+    return vecs
 
 
 def _dwi_companion(path: Path, ext: str) -> Path:
@@ -415,11 +536,17 @@ def b1_ratio(data: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
 
     BIDS recommends percent (100 = nominal); a map whose median over non-zero voxels is near 1
     (between 0.2 and 5) is read as a ratio already. Returns the ratio map and the convention
-    that was detected (``"percent"`` or ``"ratio"``), to be recorded in the outputs.
+    that was detected (``"percent"`` or ``"ratio"``), to be recorded in the outputs. Voxels
+    that are 0 or not finite stay so, and the fits give them NaN with ``fitmask`` 0; a map
+    without a single positive voxel is an error naming it.
     """
     finite = data[np.isfinite(data) & (data > 0)]
     if finite.size == 0:
-        raise QMRIInputError("B1 map has no positive values", path)
+        raise QMRIInputError(
+            "B1 map has no positive values (every voxel is 0, negative or not finite): it "
+            "cannot correct a flip angle",
+            path,
+        )
     med = float(np.median(finite))
     if 0.2 <= med <= 5:
         return data.astype(np.float64), "ratio"

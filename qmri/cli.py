@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "import",
-        help="bring segmenter label maps into the contract's layout",
+        help="DICOM (MR, RTSTRUCT, RTDOSE) and segmenter label maps to the contract's layout",
         description="Convert data written by other tools to the data contract's layout.",
         populate=_add_import_commands,
     )

@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,109 @@ def load_schema(path: str | Path) -> dict[str, Any]:
 
 
 def validate_config(
+    config: Mapping[str, Any],
+    schema: Mapping[str, Any] | str | Path,
+    *,
+    sources: Sequence[tuple[str, Mapping[str, Any]]] = (),
+) -> dict[str, Any]:
+    """Check ``config`` against the schema and return a copy with defaults filled in.
+
+    With ``sources`` (what Snakemake merged into ``config``, lowest precedence first:
+    :func:`snakemake_config_sources`), an error names the config file (or ``--config``) that
+    set the offending key first: ``my-study.yaml: config key 'adc.b_min': -5 is less than the
+    minimum of 0``. A key that no source sets (a default) is named alone.
+
+    Parameters
+    ----------
+    config : mapping
+        The configuration as Snakemake assembled it (config file plus ``--config`` values).
+    schema : mapping or path
+        The JSON schema (YAML file ``workflow/schemas/config.schema.yaml`` or its content).
+    sources : sequence of (str, mapping)
+        Label (a config file's path, ``--config``) and content of each part of ``config``.
+
+    Raises
+    ------
+    QMRIInputError
+        One line naming the offending key (and its source): unknown keys, wrong types, values
+        out of range, ``adc.b_max`` below ``adc.b_min``, an ``output_dir`` inside ``bids_dir``.
+    """
+    try:
+        return _validate_config(config, schema)
+    except QMRIInputError as error:
+        raise _with_source(error, sources) from None
+
+
+def _sets(mapping: Mapping[str, Any], parts: Sequence[str]) -> bool:
+    node: Any = mapping
+    for part in parts:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _source_of(
+    keys: Sequence[str], sources: Sequence[tuple[str, Mapping[str, Any]]]
+) -> str | None:
+    """The last (winning) source that sets one of ``keys`` (``a.b``); else the last that sets
+    a section of the first key; else None (defaults only)."""
+    for label, mapping in reversed(sources):
+        if any(_sets(mapping, key.split(".")) for key in keys):
+            return label
+    parts = keys[0].split(".")
+    for depth in range(len(parts) - 1, 0, -1):
+        for label, mapping in reversed(sources):
+            if _sets(mapping, parts[:depth]):
+                return label
+    return None
+
+
+def _cross_key_error(problem: str, key: str, *others: str) -> QMRIInputError:
+    """An error on ``key`` that other keys share the cause of: the source named is the last
+    that sets any of them (a study file changing ``others`` over the default ``key``)."""
+    error = QMRIInputError(problem, f"config key '{key}'")
+    error.other_keys = others  # type: ignore[attr-defined]
+    return error
+
+
+def _with_source(
+    error: QMRIInputError, sources: Sequence[tuple[str, Mapping[str, Any]]]
+) -> QMRIInputError:
+    """``error`` (path ``config key 'k'``) with the source of ``k`` put first, if known."""
+    match = re.fullmatch(r"config key '(.+)'", error.path or "")
+    if not match or not sources:
+        return error
+    label = _source_of([match.group(1), *getattr(error, "other_keys", ())], sources)
+    if label is None:
+        return error
+    return QMRIInputError(f"{error.path}: {error.problem}", label)
+
+
+def snakemake_config_sources(workflow: Any) -> list[tuple[str, dict[str, Any]]]:
+    """What Snakemake merged into ``config``, lowest precedence first, for
+    :func:`validate_config`: the ``configfile:`` of the Snakefile (when it was found), each
+    ``--configfile`` in order (absolute paths), then the ``--config`` values.
+
+    Parameters
+    ----------
+    workflow : snakemake.workflow.Workflow
+        The ``workflow`` object of a Snakefile.
+    """
+    cli_files = [Path(f).resolve() for f in workflow.config_settings.configfiles]
+    directive = [Path(f).resolve() for f in workflow.configfiles]
+    sources = []
+    for path in [*(f for f in directive if f not in cli_files), *cli_files]:
+        try:
+            content = load_schema(path)
+        except (OSError, yaml.YAMLError):  # Snakemake read it already; it reports its own
+            continue
+        sources.append((str(path), content if isinstance(content, dict) else {}))
+    sources.append(("--config", dict(workflow.config_settings.config or {})))
+    return sources
+
+
+def _validate_config(
     config: Mapping[str, Any], schema: Mapping[str, Any] | str | Path
 ) -> dict[str, Any]:
     """Check ``config`` against the schema and return a copy with defaults filled in.
@@ -72,16 +176,35 @@ def validate_config(
                 f"unknown key (known keys here: {', '.join(known)})", f"config key '{name}'"
             )
         raise QMRIInputError(err.message, f"config key '{where or '<root>'}'")
+    if cfg.get("labels_dir", "") is None and "bids_dir" in cfg:
+        cfg["labels_dir"] = default_labels_dir(cfg["bids_dir"])
     if "bids_dir" in cfg and "output_dir" in cfg:
         _check_output_dir(Path(cfg["bids_dir"]), Path(cfg["output_dir"]))
+    if "adc" in cfg and cfg["adc"]["b_max"] < cfg["adc"]["b_min"]:
+        raise _cross_key_error(
+            f"{cfg['adc']['b_max']:g} is smaller than adc.b_min ({cfg['adc']['b_min']:g} s/mm^2)",
+            "adc.b_max",
+            "adc.b_min",
+        )
     if "registration" in cfg:
         reg = cfg["registration"]
         if len(reg["shrink_factors"]) != len(reg["smoothing_sigmas_mm"]):
-            raise QMRIInputError(
+            raise _cross_key_error(
                 "needs one entry per entry of registration.shrink_factors",
-                "config key 'registration.smoothing_sigmas_mm'",
+                "registration.smoothing_sigmas_mm",
+                "registration.shrink_factors",
             )
     return cfg
+
+
+def default_labels_dir(bids_dir: str) -> str:
+    """``labels_dir`` when the config leaves it null: ``<bids_dir>/derivatives/labels``."""
+    return f"{bids_dir.rstrip('/')}/derivatives/labels"
+
+
+def default_dose_dir(bids_dir: str) -> str:
+    """Where a DICOM import writes dose maps when ``dose_dir`` is null."""
+    return f"{bids_dir.rstrip('/')}/derivatives/dose"
 
 
 def _check_output_dir(bids_dir: Path, output_dir: Path) -> None:

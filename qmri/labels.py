@@ -68,6 +68,9 @@ LEVEL_REQUIRED: frozenset[str] = frozenset({"vb", "pe", "pel", "per", "cord"})
 #: Posterior-element structures (whole, left sector, right sector).
 POSTERIOR_ELEMENTS: tuple[str, ...] = ("pe", "pel", "per")
 
+#: Largest label index a float label image may hold (beyond it float32 has no whole numbers).
+_MAX_LABEL = 2**24
+
 _NAME_RE = re.compile(r"^(?P<structure>[a-z]+)(?:_(?P<level>[A-Z][0-9]+))?$")
 _NAME_HELP = (
     "expected <structure>[_<level>] with structure one of "
@@ -315,16 +318,25 @@ def check_labels(
     ------
     QMRIInputError
         Naming the file and the values, for values absent from the table, or values that are not
-        whole non-negative numbers.
+        whole numbers from 0 to 2**24 (float images: whole values such as 3.0 are read as
+        integers; NaN, 1.5 or -1 are errors).
     """
     data = np.asarray(label_array)
     if data.dtype.kind == "f":
-        bad = ~np.isfinite(data) | (data != np.round(data)) | (data < 0)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(data) | (data != np.round(data)) | (data < 0) | (data > _MAX_LABEL)
         if bad.any():
             sample = ", ".join(f"{v:g}" for v in np.unique(data[bad])[:5])
-            raise QMRIInputError(f"label image holds non-integer values ({sample})", path)
+            raise QMRIInputError(
+                f"label image holds non-integer values ({sample}) in {int(bad.sum())} voxel(s): "
+                f"a label map holds whole label indices from 0 to {_MAX_LABEL}, not "
+                "interpolated or scaled values",
+                path,
+            )
     elif data.dtype.kind not in "iub":
         raise QMRIInputError(f"label image has non-numeric type {data.dtype}", path)
+    elif data.dtype.kind == "i" and data.size and int(data.min()) < 0:
+        raise QMRIInputError(f"label image holds negative values ({int(data.min())})", path)
     ints = data.astype(np.int64)
     values = np.unique(ints)
     known = np.fromiter((int(k) for k in table), dtype=np.int64, count=len(table))

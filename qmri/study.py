@@ -4,11 +4,20 @@
 names, ``sub-*_sessions.tsv`` and the sidecars and headers of every series (never voxel data),
 so a bad file stops the run, with one line naming it, before any job starts. Adding a
 ``ses-*`` folder (and its row in the sessions table) adds that session's jobs and nothing else.
+
+What a dataset must hold beyond the series (``docs/robustness.md``, dataset group):
+``participants.tsv`` with the treated level(s) of every subject analysed, a
+``sub-<s>_sessions.tsv`` with an integer ``days_from_sbrt`` for every session folder, a
+baseline (a session folder on or before the SBRT day, ``days_from_sbrt`` <= 0), no empty
+session folder and no broken symbolic link among a subject's files or labels. Symbolic links
+that resolve are read as the files they point to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import errno
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +69,72 @@ def _check_grid(labels: Path, reference: Path | None) -> None:
         )
 
 
+def _check_links(folder: Path) -> None:
+    """Every symbolic link under ``folder`` (folder links followed once) must resolve.
+
+    A dangling link would otherwise be skipped as a missing folder (a whole session left out
+    without a word) or reported as a missing reference, label map or series file.
+    """
+    seen: set[Path] = set()
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        real = current.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        for entry in sorted(os.scandir(current), key=lambda e: e.name):
+            path = Path(entry.path)
+            if entry.is_symlink():
+                try:
+                    path.stat()
+                except OSError as exc:
+                    target = os.readlink(path)
+                    if exc.errno == errno.ELOOP:
+                        problem = f"symbolic link loop (-> {target})"
+                    else:
+                        problem = f"broken symbolic link: its target {target} does not exist"
+                    raise QMRIInputError(problem, path) from None
+            if entry.is_dir():  # follows links
+                stack.append(path)
+
+
+def _has_files(folder: Path) -> bool:
+    """Whether ``folder`` holds a file anywhere below it (links followed)."""
+    return any(p.is_file() for p in folder.rglob("*"))
+
+
+def _check_treated_levels(participants: Path, subject: str) -> None:
+    """``participants.tsv`` must give the subject's treated level(s) (the ROIs need them)."""
+    if not participants.is_file():
+        raise QMRIInputError(
+            "participants table not found (qmri needs treated_levels for every subject)",
+            participants,
+        )
+    if not tables.treated_levels(participants, subject):
+        raise QMRIInputError(
+            f"treated_levels of sub-{subject} is empty (qmri needs the treated vertebral "
+            "level(s), e.g. T12,L1, to derive the ROIs)",
+            participants,
+        )
+
+
+def _baseline(days: Mapping[str, int], folders: Sequence[str], sessions_tsv: Path) -> str:
+    """The baseline among the session folders, or one line naming the sessions table."""
+    present = {s: days[s] for s in folders}
+    if not any(d <= 0 for d in present.values()):
+        listed = ", ".join(f"ses-{s} ({d:+d})" for s, d in present.items())
+        problem = (
+            f"no baseline session: no session folder has days_from_sbrt <= 0 ({listed}); qmri "
+            "needs a session on or before the SBRT day"
+        )
+        orphans = [f"ses-{s} ({d:+d})" for s, d in days.items() if d <= 0 and s not in present]
+        if orphans:
+            problem += f" ({', '.join(orphans)} has a row but no folder)"
+        raise QMRIInputError(problem, sessions_tsv)
+    return tables.baseline_session(present, sessions_tsv)
+
+
 class Study:
     """Index of a BIDS dataset and its label derivative.
 
@@ -98,6 +173,10 @@ class Study:
 
     def _index_subject(self, subject: str, reference_suffix: str, check: bool) -> SubjectIndex:
         sub_dir = self.bids_dir / f"sub-{subject}"
+        _check_links(sub_dir)
+        labels_sub = self.labels_dir / f"sub-{subject}"
+        if labels_sub.is_dir():
+            _check_links(labels_sub)
         sessions_tsv = sub_dir / f"sub-{subject}_sessions.tsv"
         if not sessions_tsv.exists():
             raise QMRIInputError(
@@ -107,10 +186,22 @@ class Study:
         folders = bids.discover_sessions(self.bids_dir, subject)
         missing = [s for s in folders if s not in days]
         if missing:
-            raise QMRIInputError(
-                f"no row for session(s) {', '.join('ses-' + s for s in missing)}", sessions_tsv
+            empty = [f"ses-{s}" for s in missing if not _has_files(sub_dir / f"ses-{s}")]
+            note = (
+                f" (empty folder: {', '.join(empty)}; remove it or add its data)" if empty else ""
             )
-        baseline = tables.baseline_session({s: days[s] for s in folders})
+            raise QMRIInputError(
+                f"no row for session(s) {', '.join('ses-' + s for s in missing)}{note}",
+                sessions_tsv,
+            )
+        for session in folders:
+            if not _has_files(sub_dir / f"ses-{session}"):
+                raise QMRIInputError(
+                    "empty session folder (no file in it): remove it, or add the session's images",
+                    sub_dir / f"ses-{session}",
+                )
+        baseline = _baseline(days, folders, sessions_tsv)
+        _check_treated_levels(self.participants_tsv, subject)
         files = {}
         for session in sorted(folders, key=lambda s: (days[s], s)):
             kinds = list(SERIES_KINDS.values())

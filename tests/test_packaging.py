@@ -37,7 +37,9 @@ def test_default_config_is_valid_and_complete():
     validated = validate_config(raw, schema)
     # the shipped config spells out every key of the schema, so users see all the options
     assert set(raw) == set(schema["properties"])
-    assert validated == raw
+    # labels_dir: null resolves to <bids_dir>/derivatives/labels, the sample's labels
+    assert raw["labels_dir"] is None
+    assert validated == {**raw, "labels_dir": "data_sample/derivatives/labels"}
 
 
 def test_distribution_and_console_script_names():

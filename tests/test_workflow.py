@@ -631,3 +631,69 @@ def test_a_planned_ctv_is_reported_beside_the_derived_one(tmp_path):
     assert set(comparison["session"].astype(str)) == {"pre", "fu1"}
     # the derived CTV adds the touched posterior elements to the plan's body + GTV
     assert (comparison["added_volume_ml"] >= 0).all()
+
+
+@pytest.mark.slow
+def test_dicom_round_trip(processed, tmp_path):
+    """The front door: a DICOM folder (MR series, planning CT, RTSTRUCT, RTDOSE, RTPLAN for
+    sub-01; MR series, drawn labels and a dose map for sub-02) -> ``dicom_dir`` -> the tables.
+
+    sub-02 keeps the sample's labels, so its ROI statistics must equal the BIDS sample's (the
+    MR conversion is lossless: measured identical to the last digit); sub-01's labels come from
+    the RTSTRUCT, so its medians are held to the phantom's truth like the sample's own.
+    """
+    import datetime as dt
+
+    from dicom_factory import PHI_STRINGS
+    from dicom_study_factory import PLAN_DATE, write_dicom_study
+    from phi_scan import find_phi
+
+    from qmri.phantom import write_phantom_dose
+
+    _, sample_out = processed
+    dicom = write_dicom_study(
+        tmp_path, (("pre", -11),), mr_only=[("02", "pre", -14)],
+        clinical="participant_id\tsbrt_date\ttreated_levels\tvcf_event\n"
+        "sub-02\t2024-01-17\tT12\t1\n",
+    )  # fmt: skip
+    bids = tmp_path / "bids"
+    drawn = SAMPLE / "derivatives" / "labels" / "sub-02"
+    shutil.copytree(drawn, bids / "derivatives" / "labels" / "sub-02")
+    doses = write_phantom_dose(SAMPLE, tmp_path / "phantom_dose")
+    shutil.copytree(doses / "sub-02", bids / "derivatives" / "dose" / "sub-02")
+    out = tmp_path / "out"
+    res = run_workflow(bids, out, f"dicom_dir={dicom}")
+    assert "SBRT date from RTPLAN (RTPlanDate)" in res.stderr
+    assert "treated levels: T11 (vertebral bodies >= 50% inside the plan CTV)" in res.stderr
+
+    part = pd.read_csv(bids / "participants.tsv", sep="\t", dtype=str).set_index("participant_id")
+    assert part.loc["sub-01", ["treated_levels", "fractions", "dose_gy"]].tolist() == [
+        "T11",
+        "5",
+        "35",
+    ]
+    assert part.loc["sub-02", ["treated_levels", "vcf_event"]].tolist() == ["T12", "1"]
+    for subject in ("01", "02"):
+        assert (out / f"sub-{subject}" / f"sub-{subject}_dosestats.csv").is_file()
+
+    def pre_stats(root: Path, subject: str) -> pd.DataFrame:
+        table = pd.read_csv(root / f"sub-{subject}" / f"sub-{subject}_roistats.csv",
+                            dtype={"subject": str, "session": str})  # fmt: skip
+        return table[table.session == "pre"].set_index(["roi", "map"]).sort_index()
+
+    got, want = pre_stats(out, "02"), pre_stats(sample_out, "02")
+    assert got.index.equals(want.index)
+    rel = (got["median"] - want["median"]).abs() / want["median"].abs()
+    assert rel.max() <= 0.01, rel.idxmax()  # measured 0 (identical)
+    assert (got["n_voxels"] == want["n_voxels"]).all()
+
+    table = pre_stats(out, "01")
+    for (roi, name), expected in truth_medians(SAMPLE, "01", "pre").items():
+        value = float(table.loc[(roi, name), "median"])
+        assert abs(value - expected) <= TOLERANCE * abs(expected), (roi, name, value, expected)
+
+    dates = [PLAN_DATE + dt.timedelta(days=d) for d in (-11, -14, 0)]
+    planted = [*PHI_STRINGS, *(d.strftime("%Y%m%d") for d in dates),
+               *(d.isoformat() for d in dates)]  # fmt: skip
+    assert find_phi(out, planted) == []
+    assert find_phi(bids, planted) == []

@@ -19,6 +19,10 @@ def _plan():
     load_plugins(config.get("plugins", []))
     sections = {s.section: s.config_schema for s in FITS.values() if s.config_schema}
     valid = validate_config(config, schema_with_sections(sections, load_schema(DEFAULT_SCHEMA)))
+    if valid["dicom_dir"]:  # imported by the main process only; cluster jobs plan the same
+        from qmri.dicom.study import import_for_workflow
+
+        valid["dose_dir"] = import_for_workflow(valid, run_import=workflow.is_main_process)
     study = Study(
         Path(valid["bids_dir"]).resolve(),
         Path(valid["labels_dir"]).resolve(),

@@ -24,6 +24,7 @@ from qmri.models.dce.timing import check_baseline_frames
 __all__ = [
     "RELAXIVITY_TABLE",
     "ConcentrationResult",
+    "canonical_agent",
     "relaxivity",
     "signal_to_concentration",
 ]
@@ -72,7 +73,9 @@ _FIELD_TOLERANCE_T = 0.25
 # --------------------------------------------------------------------------------------------
 
 
-def _canonical_agent(agent: str) -> str | None:
+def canonical_agent(agent: str) -> str | None:
+    """The generic name of a gadolinium agent given by any alias (trade name, abbreviation,
+    case and separators ignored), or None for a name the relaxivity table does not know."""
     name = " ".join(str(agent).strip().lower().replace("_", " ").split())
     for canonical, aliases in _AGENT_ALIASES.items():
         if name == canonical or name in aliases:
@@ -110,7 +113,7 @@ def relaxivity(agent: str | None, field_strength_t: float | None) -> tuple[float
     3.7
     """
     known = sorted({a for a, _ in RELAXIVITY_TABLE})
-    canonical = None if agent is None else _canonical_agent(agent)
+    canonical = None if agent is None else canonical_agent(agent)
     if canonical is None:
         raise QMRIInputError(
             f"unknown contrast agent {agent!r} and no r1 given; known agents: {', '.join(known)} "
