@@ -98,12 +98,13 @@ def _source_of(
     return None
 
 
-def _cross_key_error(problem: str, key: str, *others: str) -> QMRIInputError:
-    """An error on ``key`` that other keys share the cause of: the source named is the last
+class _CrossKeyError(QMRIInputError):
+    """An error on one key that other keys share the cause of: the source named is the last
     that sets any of them (a study file changing ``others`` over the default ``key``)."""
-    error = QMRIInputError(problem, f"config key '{key}'")
-    error.other_keys = others  # type: ignore[attr-defined]
-    return error
+
+    def __init__(self, problem: str, key: str, *others: str) -> None:
+        super().__init__(problem, f"config key '{key}'")
+        self.other_keys = others
 
 
 def _with_source(
@@ -181,7 +182,7 @@ def _validate_config(
     if "bids_dir" in cfg and "output_dir" in cfg:
         _check_output_dir(Path(cfg["bids_dir"]), Path(cfg["output_dir"]))
     if "adc" in cfg and cfg["adc"]["b_max"] < cfg["adc"]["b_min"]:
-        raise _cross_key_error(
+        raise _CrossKeyError(
             f"{cfg['adc']['b_max']:g} is smaller than adc.b_min ({cfg['adc']['b_min']:g} s/mm^2)",
             "adc.b_max",
             "adc.b_min",
@@ -189,7 +190,7 @@ def _validate_config(
     if "registration" in cfg:
         reg = cfg["registration"]
         if len(reg["shrink_factors"]) != len(reg["smoothing_sigmas_mm"]):
-            raise _cross_key_error(
+            raise _CrossKeyError(
                 "needs one entry per entry of registration.shrink_factors",
                 "registration.smoothing_sigmas_mm",
                 "registration.shrink_factors",

@@ -32,6 +32,8 @@ from qmri.errors import QMRIInputError
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data_sample"
 LABELS = SAMPLE / "derivatives" / "labels" / "sub-01" / "ses-pre" / "anat"
+
+
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
     root = tmp_path_factory.mktemp("dicom_study")
