@@ -343,7 +343,9 @@ def dwi_parameters(paths: Sequence[Path]) -> dict[str, Any]:
 MIN_DCE_FRAMES = 7
 
 
-def _check_dce_frames(n_frames: int, path: Path) -> None:
+def check_dce_frames(n_frames: int, path: Path) -> None:
+    """Refuse a DCE series of fewer than :data:`MIN_DCE_FRAMES` frames (one line naming
+    ``path``)."""
     if n_frames < MIN_DCE_FRAMES:
         raise QMRIInputError(
             f"{n_frames} frames are too few for a kinetic fit: DCE needs at least "
@@ -375,7 +377,7 @@ def frame_times(meta: dict[str, Any], n_frames: int, path: Path) -> list[float]:
         Naming the sidecar: too few frames, no timing, timing of the wrong length or not
         strictly increasing.
     """
-    _check_dce_frames(n_frames, path)
+    check_dce_frames(n_frames, path)
     if "VolumeTiming" in meta:
         timing = meta["VolumeTiming"]
         if not isinstance(timing, list) or any(isinstance(t, str | bool) for t in timing):
@@ -414,7 +416,7 @@ def dce_parameters(paths: Sequence[Path]) -> dict[str, Any]:
     """
     path = Path(paths[0])
     img = load_nifti(path, ndim=4)
-    _check_dce_frames(img.shape[3], path)
+    check_dce_frames(img.shape[3], path)
     side = sidecar_path(path)
     meta = read_json(side)
     baseline = meta.get("BaselineFrames")

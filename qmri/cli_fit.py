@@ -259,7 +259,13 @@ def _sidecar_value(
     side, meta = _sidecar(data)
     from_sidecar = meta.get(key)
     if from_sidecar is not None:
+        values = from_sidecar if isinstance(from_sidecar, list) else [from_sidecar]
+        odd = next((v for v in values if isinstance(v, str | bool)), None)
+        if odd is not None and len(values) == 1:  # JSON "6" or true: not a number (as qmri.bids)
+            raise QMRIInputError(f"'{key}' must be a number, got {odd!r}", side)
         try:
+            if odd is not None:
+                raise ValueError(odd)
             np.asarray(from_sidecar, dtype=float)
         except (TypeError, ValueError):
             raise QMRIInputError(f"'{key}' must be a number or numbers", side) from None
@@ -439,7 +445,7 @@ def _fit_dti(
 
 def _frame_times(args: argparse.Namespace, data_path: Path, n_frames: int) -> np.ndarray:
     """Frame times (s): the ``--times`` file, else the sidecar's VolumeTiming / RepetitionTime."""
-    from qmri.bids import frame_times
+    from qmri.bids import check_dce_frames, frame_times
 
     if args.times is None:
         side, meta = _sidecar(data_path)
@@ -452,6 +458,7 @@ def _frame_times(args: argparse.Namespace, data_path: Path, n_frames: int) -> np
         raise QMRIInputError("frame times must be one number (s) per line", args.times) from None
     if times.size != n_frames:
         raise QMRIInputError(f"{times.size} frame times for {n_frames} volumes", args.times)
+    check_dce_frames(n_frames, data_path)
     return times
 
 

@@ -2,20 +2,23 @@
 
 * text files (CSV, TSV, JSON, HTML, TXT, YAML, logs, ...): the whole file;
 * NIfTI (``.nii``, ``.nii.gz``): the header's text fields (``descrip``, ``aux_file``,
-  ``intent_name``, ``db_name``) and every header extension; voxel data are numbers, and
-  searching them for short strings would only find chance byte patterns;
+  ``intent_name``, ``db_name``), every header extension and every byte before the voxel data;
+  voxel data are numbers, and searching them for short strings would only find chance byte
+  patterns;
 * PNG: the text chunks (``tEXt``, ``zTXt``, ``iTXt``) and ``eXIf``;
 * HTML: the text without its base64 ``data:`` URIs, plus the text chunks of the PNGs they hold
   (base64 is random letters: a short string turns up in it by chance);
 * other binary files (``.npz``, ``.pkl``, ...): refused, so that a new output kind gets a rule.
 
 Matching is case-sensitive on the strings given (planted values are distinctive, e.g.
-``PHI-PID-73519``).
+``PHI-PID-73519``), or case-insensitive with ``ignore_case`` (realistic names such as
+``Doe^Jane`` may come back as ``DOE^JANE``).
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
 import re
 import struct
 import zlib
@@ -66,7 +69,9 @@ def _png_chunks(data: bytes) -> str:
 
 def _nifti_text(path: Path) -> str:
     header = nib.load(str(path)).header
-    parts = []
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:  # header, extensions and padding: all before the voxels
+        parts = [fh.read(int(header.get_data_offset()) or 352).decode("latin-1")]
     for field in ("descrip", "aux_file", "intent_name", "db_name"):
         if field in header:
             parts.append(bytes(header[field]).decode("latin-1"))
@@ -84,7 +89,7 @@ def searchable_text(path: Path) -> str:
         return ""  # empty marker files
     if name.endswith(".png"):
         return _png_text(path)
-    if path.suffix.lower() in TEXT_SUFFIXES or name.endswith(".tsv.gz"):
+    if path.suffix.lower() in TEXT_SUFFIXES or name.endswith((".tsv.gz", ".txt.gz")):
         raw = path.read_bytes()
         if name.endswith(".gz"):
             raw = zlib.decompress(raw, 16 + zlib.MAX_WBITS)
@@ -93,14 +98,26 @@ def searchable_text(path: Path) -> str:
     raise AssertionError(f"{path}: no PHI search rule for this kind of file")
 
 
-def find_phi(root: Path, strings: Iterable[str], *, skip: Iterable[str] = ()) -> list[str]:
+def find_phi_in(
+    files: Iterable[Path], strings: Iterable[str], *, ignore_case: bool = False
+) -> list[str]:
+    """``"<file>: <string>"`` for each planted string found in ``files``."""
+    strings = tuple(strings)
+    found = []
+    for path in files:
+        text = searchable_text(path)
+        if ignore_case:
+            text = text.lower()
+        found += [f"{path}: {s}" for s in strings if (s.lower() if ignore_case else s) in text]
+    return found
+
+
+def find_phi(
+    root: Path, strings: Iterable[str], *, skip: Iterable[str] = (), ignore_case: bool = False
+) -> list[str]:
     """``"<file>: <string>"`` for each planted string found under ``root`` (hidden folders
     such as ``.snakemake`` included; ``skip`` lists path parts to leave out)."""
-    strings, skip = tuple(strings), set(skip)
-    found = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if skip & set(path.relative_to(root).parts):
-            continue
-        text = searchable_text(path)
-        found += [f"{path}: {s}" for s in strings if s in text]
-    return found
+    skip = set(skip)
+    files = [p for p in sorted(root.rglob("*")) if p.is_file()
+             and not skip & set(p.relative_to(root).parts)]  # fmt: skip
+    return find_phi_in(files, strings, ignore_case=ignore_case)

@@ -167,9 +167,9 @@ def test_fit_dce_from_concentration_with_a_measured_aif(tmp_path):
 
 
 def test_fit_dce_t1_map_on_another_grid_is_one_line(tmp_path, capsys):
-    _save(tmp_path / "dce.nii.gz", np.ones((2, 2, 2, 5)))
+    _save(tmp_path / "dce.nii.gz", np.ones((2, 2, 2, 7)))
     _save(tmp_path / "t1.nii.gz", np.ones((3, 2, 2)))
-    (tmp_path / "t.txt").write_text("0\n5\n10\n15\n20\n")
+    (tmp_path / "t.txt").write_text("0\n5\n10\n15\n20\n25\n30\n")
     code = main(["fit", "dce", str(tmp_path / "dce.nii.gz"), "--t1", str(tmp_path / "t1.nii.gz"),
                  "--flip-angle", "15", "--tr", "0.004", "--times", str(tmp_path / "t.txt"),
                  "--baseline-frames", "2", "--out", str(tmp_path / "d")])  # fmt: skip
@@ -237,7 +237,9 @@ def test_sidecar_flip_angles_as_one_string_name_the_sidecar(vfa, tmp_path, capsy
     )
     assert main(["fit", "t1-vfa", str(path), "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"qmri: error: {tmp_path / 'vfa.json'}: 'FlipAngle' must be a number or numbers"
+    assert err == (
+        f"qmri: error: {tmp_path / 'vfa.json'}: 'FlipAngle' must be a number, got '3,6,10,15,20'"
+    )
 
 
 def test_a_models_complaint_names_the_data_file(vfa, tmp_path, capsys):

@@ -30,7 +30,6 @@ attribute or UID, is written into the outputs.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ import numpy as np
 from qmri.dicom.planning_ct import dicom_to_ras_affine, frame_hash, quiet_pydicom
 from qmri.errors import QMRIInputError
 from qmri.io import load_nifti, read_json, save_nifti
-from qmri.provenance import software
+from qmri.provenance import file_sha256, software
 from qmri.registration import read_transform, resample_linear, transform_to_matrix
 
 __all__ = [
@@ -294,14 +293,6 @@ class RTDoseImport:
     notes: list[str]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def import_rtdose(
     rtdose: str | Path,
     reference: str | Path,
@@ -419,8 +410,8 @@ def import_rtdose(
         "VoxelsOutsideDoseGridFraction": outside_fraction,
         "Fractions": plan.fractions if plan else None,
         "PrescriptionDose": plan.prescription_gy if plan else None,
-        "Sources": {"RTDOSE_SHA256": _sha256(rtdose)}
-        | ({"RTPLAN_SHA256": _sha256(Path(rtplan))} if rtplan is not None else {}),
+        "Sources": {"RTDOSE_SHA256": file_sha256(rtdose)}
+        | ({"RTPLAN_SHA256": file_sha256(Path(rtplan))} if rtplan is not None else {}),
         "Notes": notes,
         **software(),
     }

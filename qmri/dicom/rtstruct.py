@@ -74,7 +74,6 @@ cord's outline, so any sub-millimetre shift moves a cord level's count by up to 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -112,7 +111,7 @@ from qmri.dicom.structures import (
 from qmri.errors import QMRIInputError
 from qmri.io import atomic_output, load_nifti, save_nifti, write_json
 from qmri.labels import parse_levels
-from qmri.provenance import software
+from qmri.provenance import file_sha256, software
 from qmri.registration import resample_nearest
 
 __all__ = [
@@ -150,14 +149,6 @@ def plan_mask_path(out_dseg: str | Path, mask: str) -> Path:
     stem = out_dseg.name.removesuffix(".nii.gz").removesuffix(".nii").removesuffix("_dseg")
     desc = mask.replace("_", "")
     return out_dseg.with_name(f"{stem}_desc-{desc}_mask.nii.gz")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _same_grid(image: ImageSeries, shape: tuple[int, ...], affine: np.ndarray) -> bool:
@@ -519,7 +510,7 @@ def import_rtstruct(
                 "Description": f"treatment plan's {n.split('_')[0].upper()} from the RTSTRUCT, "
                 "on the baseline reference grid (1 inside)",
                 "Structures": [s.name for s, mm in wanted if mm.target == n],
-                "Sources": {"RTSTRUCT_SHA256": _sha256(rtstruct)},
+                "Sources": {"RTSTRUCT_SHA256": file_sha256(rtstruct)},
                 **software(),
             },
         )  # fmt: skip
@@ -533,7 +524,7 @@ def import_rtstruct(
         {
             "Description": "contract labels imported from an RTSTRUCT onto the baseline "
             "reference grid (qmri.dicom.rtstruct)",
-            "Sources": {"RTSTRUCT_SHA256": _sha256(rtstruct), "Reference": str(reference)},
+            "Sources": {"RTSTRUCT_SHA256": file_sha256(rtstruct), "Reference": str(reference)},
             "PlanningModality": image.modality,
             "PlanningFrameOfReferenceSHA256": frame_hash(image.frame_uid),
             "Registration": str(xfm_path) if xfm_path else "none (same grid or same frame)",

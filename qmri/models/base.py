@@ -304,6 +304,9 @@ class Model(Generic[FitT]):
     algorithms: ClassVar[Mapping[str, str]] = {}
     default_chunk_size: ClassVar[int] = DEFAULT_CHUNK_SIZE
     fit_outputs: ClassVar[Mapping[str, tuple[int, ...]]] = {}
+    #: The data are magnitude images: a voxel with a negative sample (impossible for a
+    #: magnitude, so damaged or wrongly scaled data) fails instead of being fitted.
+    magnitude_data: ClassVar[bool] = False
 
     @property
     def units(self) -> dict[str, str]:
@@ -385,6 +388,7 @@ class Model(Generic[FitT]):
             voxel_inputs=voxel_inputs,
             chunk_size=self.default_chunk_size if chunk_size is None else chunk_size,
             outputs=self.fit_outputs,
+            nonnegative=self.magnitude_data,
         )
         return self._make_fit(result, options=options)
 
@@ -454,11 +458,13 @@ def fit_voxelwise(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     desc: str | None = None,
     outputs: Mapping[str, tuple[int, ...]] | None = None,
+    nonnegative: bool = False,
 ) -> VoxelwiseResult:
     """Run ``kernel`` on the voxels in ``mask``, chunk by chunk, and scatter the results back.
 
     Voxels whose signal (or any voxel input) is not finite are failures and are not passed to
-    the kernel. No Python loop runs over voxels: the kernel receives up to ``chunk_size``
+    the kernel, and so are voxels with a negative sample when ``nonnegative``. No Python loop
+    runs over voxels: the kernel receives up to ``chunk_size``
     voxels at once.
 
     Parameters
@@ -483,6 +489,8 @@ def fit_voxelwise(
     outputs : mapping of str to tuple of int, optional
         Extra kernel outputs (``KernelOutput.extra``) by their trailing shape, scattered like
         the maps (float32, NaN where the fit failed) into ``maps`` under their names.
+    nonnegative : bool, default False
+        The signal is a magnitude: a voxel with any sample below 0 fails (NaN, ``fitmask`` 0).
 
     Returns
     -------
@@ -521,6 +529,8 @@ def fit_voxelwise(
             for name, arr in inputs.items()
         }
         good = np.isfinite(np.einsum("ij->i", y))  # NaN/inf anywhere (or overflow) -> False
+        if nonnegative:
+            good &= ~(y < 0).any(axis=1)
         for arr in extra.values():
             good &= np.isfinite(arr)
         if not good.all():

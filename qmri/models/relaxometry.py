@@ -143,7 +143,8 @@ class MonoExponentialModel(Model[MonoExponentialFit]):
     -----
     Maps (:class:`MonoExponentialFit`): ``T2`` or ``T2star`` (s), ``S0`` (a.u.), with
     ``noise_floor`` also ``noisefloor`` (a.u., the fitted offset c), ``R2`` (1), ``fitmask`` (1). A voxel fails when its data are
-    not finite, the fit is undetermined (fewer than two echoes with positive signal), T2 is not
+    not finite or a sample is negative (a magnitude cannot be), the fit is undetermined (fewer
+    than two echoes with positive signal), T2 is not
     strictly inside :data:`T2_BOUNDS_S`, or S0 <= 0. A noise floor of exactly 0 (on its bound)
     is a valid result, not a failure.
 
@@ -165,6 +166,7 @@ class MonoExponentialModel(Model[MonoExponentialFit]):
     fit_class = MonoExponentialFit
     volumes = ("echo_times_s", "echo times")
     reference = _REFERENCE
+    magnitude_data = True
 
     echo_times_s = setting("All echo times (s), read-only array (including a dropped first echo).")
     drop_first_echo = setting("Whether the first echo is left out of the fit.")

@@ -192,8 +192,9 @@ class VFAModel(Model[VFAFit]):
     Notes
     -----
     Maps (:class:`VFAFit`): ``T1`` (s), ``M0`` (a.u.), ``R2`` (1), ``fitmask`` (1). A voxel
-    fails (NaN, fitmask 0) when its data or B1 value is not finite or B1 <= 0, the fit is
-    undetermined, or T1 is not strictly inside :data:`T1_BOUNDS_S` or M0 <= 0.
+    fails (NaN, fitmask 0) when its data or B1 value is not finite, a sample is negative (a
+    magnitude cannot be), B1 <= 0, the fit is undetermined, or T1 is not strictly inside
+    :data:`T1_BOUNDS_S` or M0 <= 0.
 
     Examples
     --------
@@ -209,6 +210,7 @@ class VFAModel(Model[VFAFit]):
     volumes = ("flip_angles_deg", "flip angles")
     reference = _REFERENCE
     algorithms = _ALGORITHMS
+    magnitude_data = True
 
     flip_angles_deg = setting("Nominal flip angles (degrees), one per volume, read-only array.")
     tr_s = setting("Repetition time (s).")

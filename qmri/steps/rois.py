@@ -47,7 +47,15 @@ def derive_subject_rois(
     plan = None
     if ctv_plan is not None:
         plan = np.asarray(load_nifti(ctv_plan, ndim=3).dataobj) > 0
-    derived = rois.derive_rois(data, table, levels, ctv_plan=plan)
+    try:
+        derived = rois.derive_rois(data, table, levels, ctv_plan=plan)
+    except QMRIInputError as error:
+        if error.path is not None:
+            raise
+        # the treated level (participants.tsv) and the labels disagree: name both files
+        raise QMRIInputError(
+            f"sub-{subject}: {error.problem} ({Path(dseg).name})", participants
+        ) from None
     sidecar = {
         "Description": "derived ROIs of the data contract, one binary mask per volume "
         "(names in the .tsv beside this file), on the baseline reference grid",

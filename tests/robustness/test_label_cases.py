@@ -235,15 +235,6 @@ def test_label_of_the_table_without_voxels_gives_an_empty_roi(study, tmp_path):
     assert_array_equal(rois["vb_adjacent"], data == 1)  # L1 still adjacent to treated L2
 
 
-_NAMES_THE_FILE = pytest.mark.xfail(
-    strict=True,
-    reason="qmri/rois.py derive_rois raises the treated-level errors without a path and "
-    "qmri/steps/rois.py does not add one: the job's line is 'qmri: error: treated level ...' "
-    "with no file (it should name the dseg.tsv, or participants.tsv for the level)",
-)
-
-
-@_NAMES_THE_FILE
 @pytest.mark.parametrize(
     ("levels", "data", "problem"),
     [
@@ -263,4 +254,6 @@ def test_treated_level_that_is_not_labelled_names_the_file(levels, data, problem
         _derive(study, tmp_path / "rois.nii.gz")
     assert "\n" not in str(info.value)
     assert re.search(problem, info.value.problem)
-    assert info.value.path in (str(_tsv(study)), str(study.participants))
+    assert info.value.path == str(study.participants)
+    assert info.value.problem.startswith("sub-01: treated level ")
+    assert info.value.problem.endswith(f"({study.dseg.name})")

@@ -433,12 +433,6 @@ def test_negative_voxel_is_nan_and_flagged(kind, tmp_path, capsys):
     assert got["fitmask"].sum() == math.prod(SHAPE) - 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models (qmri/models/vfa.py, relaxometry.py) fit a voxel with one negative "
-    "magnitude sample (VFA: T1 0.05 s for a true 0.4 s; T2: 0.039 s for 0.07 s); a magnitude "
-    "signal below zero is impossible, so the voxel should be NaN with fitmask 0",
-)
 @pytest.mark.parametrize("kind", ["t1-vfa", "t2"])
 def test_voxel_with_one_negative_sample_is_nan_and_flagged(kind, tmp_path, capsys):
     signal, _, param = SIGNALS[kind]

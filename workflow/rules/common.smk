@@ -7,7 +7,7 @@ import sys
 
 from qmri.cohort import dose_files, figure_names, km_outcomes
 from qmri.config import DEFAULT_SCHEMA, config_hash, load_schema, schema_with_sections
-from qmri.config import validate_config
+from qmri.config import snakemake_config_sources, validate_config
 from qmri.errors import QMRIInputError
 from qmri.paths import DerivativeLayout, bidsignore, map_suffix
 from qmri.registry import FITS, all_map_suffixes, enabled_fits, load_plugins, motion_source
@@ -18,7 +18,8 @@ def _plan():
     """Validate the config (plugin sections included) and index the study: one line on error."""
     load_plugins(config.get("plugins", []))
     sections = {s.section: s.config_schema for s in FITS.values() if s.config_schema}
-    valid = validate_config(config, schema_with_sections(sections, load_schema(DEFAULT_SCHEMA)))
+    schema = schema_with_sections(sections, load_schema(DEFAULT_SCHEMA))
+    valid = validate_config(config, schema, sources=snakemake_config_sources(workflow))
     if valid["dicom_dir"]:  # imported by the main process only; cluster jobs plan the same
         from qmri.dicom.study import import_for_workflow
 
